@@ -1,0 +1,63 @@
+# ctloop: two commands. `make demo` and `make test` each do all set-up first.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export CTLOOP_HOME ?= $(CURDIR)/.ctloop
+# telemetry off in everything we start
+export DO_NOT_TRACK := true
+export SCARF_ANALYTICS := false
+export MLFLOW_DISABLE_TELEMETRY := true
+export DVC_NO_ANALYTICS := 1
+export GX_ANALYTICS_ENABLED := false
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__USAGE_DATA_COLLECTION__ENABLED := False
+export AIRFLOW_HOME := $(CTLOOP_HOME)/airflow
+
+.PHONY: setup demo test lint typecheck bench up down suite clean
+
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null || { echo "ctloop needs Python 3.11 ($(PYTHON) not found)"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+
+# install once per change of requirements.txt / pyproject.toml; uv when it can be had, pip otherwise
+$(VENV)/.installed: requirements.txt pyproject.toml | $(BIN)/python
+	@if $(BIN)/pip install -q uv 2>/dev/null; then \
+	  $(BIN)/uv pip install --python $(BIN)/python -r requirements.txt -e . ; \
+	else \
+	  $(BIN)/pip install -r requirements.txt -e . ; \
+	fi
+	@touch $@
+
+setup: $(VENV)/.installed
+	@$(BIN)/ctloop init
+
+demo: setup
+	$(BIN)/ctloop demo
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy
+
+test: setup lint
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+up: setup
+	$(BIN)/ctloop airflow up
+
+down: $(VENV)/.installed
+	$(BIN)/ctloop airflow down
+
+# Regenerate the reviewed batch suite from deterministic reference data (review the diff, then commit).
+suite: $(VENV)/.installed
+	$(BIN)/ctloop simulate batch --date 2025-12-01 --rows 20000 --out $(CTLOOP_HOME)/reference/reference.parquet
+	$(BIN)/ctloop suite build --from $(CTLOOP_HOME)/reference/reference.parquet
+
+clean:
+	-$(BIN)/ctloop airflow down
+	rm -rf $(CTLOOP_HOME)

@@ -1,0 +1,65 @@
+"""Reading user files with errors that name the file and say what was expected.
+
+Parquet is recognised by its magic bytes, not by its name, so a CSV saved as ``.parquet`` is reported
+as such instead of surfacing as a cryptic Arrow error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ctloop.errors import DataUnreadable
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ctloop.params import DatasetSpec
+
+PARQUET_MAGIC = b"PAR1"
+
+
+def sniff_format(path: Path) -> str:
+    """'parquet' or 'csv' from the file's first bytes; DataUnreadable for anything else."""
+    if not path.exists():
+        raise DataUnreadable(f"{path}: file not found")
+    if path.is_dir():
+        raise DataUnreadable(f"{path}: is a directory, expected a Parquet or CSV file")
+    with path.open("rb") as fh:
+        head = fh.read(4096)
+    if not head:
+        raise DataUnreadable(f"{path}: file is empty (0 bytes), expected a Parquet or CSV file")
+    if head.startswith(PARQUET_MAGIC):
+        return "parquet"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DataUnreadable(
+            f"{path}: not a Parquet file (no PAR1 magic) and not UTF-8 text: the file is corrupt or binary"
+        ) from None
+    if path.suffix.lower() == ".parquet":
+        kind = "CSV text" if "," in text.splitlines()[0] else "text"
+        raise DataUnreadable(f"{path}: named .parquet but holds {kind}, expected Parquet (PAR1 magic bytes)")
+    return "csv"
+
+
+def read_batch(path: Path, contract: DatasetSpec | None = None) -> pd.DataFrame:
+    """Read one batch as delivered. Values are not coerced: a wrong type must stay visible to validation."""
+    import pandas as pd
+    import pyarrow as pa
+
+    fmt = sniff_format(path)
+    try:
+        if fmt == "parquet":
+            return pd.read_parquet(path)
+        frame = pd.read_csv(path, low_memory=False)
+    except (pa.ArrowException, OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DataUnreadable(f"{path}: unreadable {fmt} file: {e}") from e
+    if contract is not None and contract.timestamp in frame.columns:
+        # CSV has no timestamp type; parse the contract's timestamp column when every value parses,
+        # otherwise leave the strings so validation reports the column.
+        try:
+            frame[contract.timestamp] = pd.to_datetime(frame[contract.timestamp], utc=True, format="ISO8601")
+        except (ValueError, TypeError):
+            pass  # left as text on purpose: the type expectation names the column
+    return frame

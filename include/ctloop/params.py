@@ -1,0 +1,140 @@
+"""``params.yaml``: the dataset contract and every policy, read the same way by DAGs, the CLI and DVC stages.
+
+A bad file fails with one :class:`~ctloop.errors.ConfigError` naming the key (``dataset.columns.x.type``).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ctloop.errors import ConfigError
+
+ColumnType = Literal["string", "timestamp", "categorical", "integer", "float", "boolean"]
+NUMERIC_TYPES: frozenset[str] = frozenset({"integer", "float"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnSpec(_Strict):
+    type: ColumnType
+    min: float | None = None
+    max: float | None = None
+    nullable: bool = True
+
+
+class DatasetSpec(_Strict):
+    name: str
+    id: str
+    timestamp: str
+    target: str
+    classes: list[int] = Field(default_factory=lambda: [0, 1], min_length=2)
+    columns: dict[str, ColumnSpec]
+    slices: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _roles_are_columns(self) -> DatasetSpec:
+        for role in ("id", "timestamp", "target"):
+            name = getattr(self, role)
+            if name not in self.columns:
+                raise ValueError(f"dataset.{role} names column {name!r}, which is not in dataset.columns")
+        for name in self.slices:
+            if name not in self.columns or self.columns[name].type != "categorical":
+                raise ValueError(f"dataset.slices: {name!r} is not a categorical column of dataset.columns")
+        return self
+
+    @property
+    def features(self) -> list[str]:
+        roles = {self.id, self.timestamp, self.target}
+        return [c for c in self.columns if c not in roles]
+
+    @property
+    def numeric_features(self) -> list[str]:
+        return [c for c in self.features if self.columns[c].type in NUMERIC_TYPES]
+
+    @property
+    def categorical_features(self) -> list[str]:
+        return [c for c in self.features if self.columns[c].type in ("categorical", "string", "boolean")]
+
+
+Scenario = Literal[
+    "stable", "seasonal", "covariate_shift", "concept_shift", "label_shift",
+    "upstream_bug", "new_category", "schema_break",
+]
+
+
+class SourceSpec(_Strict):
+    kind: Literal["simulator", "files"] = "simulator"
+    # simulator
+    scenario: Scenario = "stable"
+    drift_start: date | None = None
+    magnitude: float = Field(default=1.0, ge=0)
+    rows_per_day: int = Field(default=2000, gt=0)
+    seed: int = 7
+    # one-day incidents on top of the scenario, e.g. {"2026-01-09": "schema_break"}
+    incidents: dict[date, Scenario] = Field(default_factory=dict)
+    # files: a path or glob with {ds} for the partition date, e.g. "data/incoming/dt={ds}/*.parquet"
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _files_need_path(self) -> SourceSpec:
+        if self.kind == "files" and not self.path:
+            raise ValueError("source.path is required when source.kind is 'files'")
+        return self
+
+
+class ValidationSpec(_Strict):
+    suite: str
+    min_rows: int = Field(default=100, ge=1)
+    max_rows: int = Field(default=1_000_000, ge=1)
+    null_tolerance: float = Field(default=0.02, ge=0, le=1)
+    unseen_category_tolerance: float = Field(default=0.02, ge=0, le=1)
+    numeric_margin: float = Field(default=0.25, ge=0)
+
+
+class ScheduleSpec(_Strict):
+    start_date: date = date(2026, 1, 1)
+    ingest: str = "0 0 * * *"
+
+
+class Params(_Strict):
+    dataset: DatasetSpec
+    source: SourceSpec = SourceSpec()
+    validation: ValidationSpec
+    schedule: ScheduleSpec = ScheduleSpec()
+
+
+def _format_error(path: Path, err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"].removeprefix("Value error, ")
+    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{path}: {key}: {msg}{more}"
+
+
+def load_params(path: Path) -> Params:
+    """Read and check ``params.yaml``; every problem is a :class:`ConfigError` naming the file and key."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path}: params file not found") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_error(path, e)) from e
+
+
+def get_params() -> Params:
+    from ctloop.settings import get_settings
+
+    return load_params(get_settings().params)

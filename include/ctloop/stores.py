@@ -1,0 +1,24 @@
+"""Create the local stores under ``CTLOOP_HOME``: the Parquet lake, the MLflow tracking DB and artifact
+root, the Airflow home with its migrated SQLite metadata DB, and the DVC cache."""
+
+from __future__ import annotations
+
+from ctloop.settings import Settings, get_settings
+
+
+def init_stores(settings: Settings | None = None, airflow: bool = True) -> list[str]:
+    from ctloop.airflow_runtime import LocalAirflow
+    from ctloop.data.store import Lake
+
+    s = settings or get_settings()
+    lines = []
+    Lake(s.lake_root).init()
+    lines.append(f"lake:     {s.lake_root}")
+    (s.home / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
+    lines.append(f"mlflow:   {s.tracking_uri} (artifacts {s.artifact_root})")
+    (s.home / "dvc-cache").mkdir(parents=True, exist_ok=True)
+    lines.append(f"dvc:      {s.home / 'dvc-cache'}")
+    if airflow:
+        LocalAirflow.from_settings(s).migrate()
+        lines.append(f"airflow:  {s.airflow_home} (SQLite metadata DB migrated)")
+    return lines

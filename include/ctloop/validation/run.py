@@ -1,0 +1,184 @@
+"""Run the batch suite and turn GX's result into ctloop's report.
+
+Speed: the whole suite runs with GX's ``BOOLEAN_ONLY`` result format (no per-row bookkeeping); only the
+expectations that failed are re-run with ``SUMMARY`` and the id column as the unexpected-index column,
+so a failed batch still reports which values and which rows broke each expectation.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from ctloop.errors import SuiteMissing
+from ctloop.validation.suite import INTERVAL_END, INTERVAL_START
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from great_expectations.data_context import FileDataContext
+
+    from ctloop.params import Params
+
+MAX_EXAMPLES = 10
+
+
+@dataclass(frozen=True)
+class ExpectationFailure:
+    expectation: str
+    column: str | None
+    observed: Any
+    unexpected_count: int | None = None
+    unexpected_percent: float | None = None
+    examples: list[Any] = field(default_factory=list)
+    example_ids: list[Any] = field(default_factory=list)
+    error: str | None = None
+
+    def describe(self) -> str:
+        where = f"column {self.column!r}" if self.column else "table"
+        if self.error:
+            return f"{where}: {self.expectation}: {self.error}"
+        detail = f"observed {self.observed}"
+        if self.unexpected_count is not None:
+            detail = f"{self.unexpected_count} unexpected ({self.unexpected_percent:.2f}%), e.g. {self.examples[:5]}"
+        return f"{where}: {self.expectation}: {detail}"
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    suite: str
+    success: bool
+    row_count: int
+    evaluated: int
+    failures: list[ExpectationFailure]
+    seconds: float
+    source: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["failed_expectations"] = data.pop("failures")
+        return data
+
+    def summary(self) -> str:
+        if self.success:
+            return f"{self.suite}: {self.evaluated} expectations passed on {self.row_count} rows"
+        lines = "; ".join(f.describe() for f in self.failures)
+        return f"{self.suite}: {len(self.failures)} of {self.evaluated} expectations failed: {lines}"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, float) and value != value:
+        return "NaN"
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _describe(result: Any) -> ExpectationFailure:
+    cfg = result.expectation_config
+    column = cfg.kwargs.get("column")
+    exc = result.exception_info or {}
+    # single-expectation results carry one exception dict; suite results one per metric
+    messages = [exc.get("exception_message")] if "raised_exception" in exc else [
+        v.get("exception_message") for v in exc.values() if isinstance(v, dict)
+    ]
+    messages = [m for m in messages if m]
+    res = result.result or {}
+    observed = res.get("observed_value")
+    mismatched = (res.get("details") or {}).get("mismatched")
+    if mismatched:  # column-set expectations: say which columns are missing and which are unexpected
+        observed = {k: sorted(v) for k, v in mismatched.items() if v}
+    return ExpectationFailure(
+        expectation=cfg.type,
+        column=column,
+        observed=_jsonable(observed),
+        unexpected_count=res.get("unexpected_count"),
+        unexpected_percent=res.get("unexpected_percent"),
+        examples=_jsonable(res.get("partial_unexpected_list", [])[:MAX_EXAMPLES]),
+        example_ids=_jsonable([
+            (i.get(next(iter(i))) if isinstance(i, dict) else i)
+            for i in res.get("partial_unexpected_index_list", [])[:MAX_EXAMPLES]
+        ]),
+        error=messages[0].removeprefix("Error: ") if messages else None,
+    )
+
+
+def validation_view(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame GX sees: tz-aware timestamp columns as naive UTC (the same instants).
+
+    GX's pandas type check cannot match tz-aware dtypes; text stays text, so a timestamp delivered
+    as strings still fails the type expectation.
+    """
+    import pandas as pd
+
+    tz_cols = [c for c in frame.columns if isinstance(frame[c].dtype, pd.DatetimeTZDtype)]
+    if not tz_cols:
+        return frame
+    view = frame.copy(deep=False)
+    for c in tz_cols:
+        view[c] = view[c].dt.tz_convert("UTC").dt.tz_localize(None)
+    return view
+
+
+def _naive_utc(moment: datetime) -> str:
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return moment.isoformat()
+
+
+def validate_frame(
+    frame: pd.DataFrame,
+    params: Params,
+    context: FileDataContext,
+    interval: tuple[datetime, datetime] | None = None,
+    suite_name: str | None = None,
+    source: str | None = None,
+) -> ValidationReport:
+    """Validate one batch against the committed suite. Without an interval, timestamps are not bounded."""
+    from great_expectations.exceptions import DataContextError
+
+    name = suite_name or params.validation.suite
+    try:
+        definition = context.validation_definitions.get(name)
+    except DataContextError as e:
+        raise SuiteMissing(
+            f"expectation suite {name!r} not found in {context.root_directory}: run `ctloop suite build --from FILE`"
+        ) from e
+    lo, hi = interval or (datetime(1, 1, 1), datetime(9999, 12, 31))
+    parameters = {INTERVAL_START: _naive_utc(lo), INTERVAL_END: _naive_utc(hi)}
+    frame = validation_view(frame)
+
+    started = time.perf_counter()
+    result = definition.run(
+        batch_parameters={"dataframe": frame}, expectation_parameters=parameters, result_format="BOOLEAN_ONLY"
+    )
+    failed = [r for r in result.results if not r.success]
+    failures: list[ExpectationFailure] = []
+    if failed:
+        batch = definition.batch_definition.get_batch(batch_parameters={"dataframe": frame})
+        id_column = params.dataset.id if params.dataset.id in frame.columns else None
+        detail_format: dict[str, Any] = {"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES}
+        if id_column:
+            detail_format["unexpected_index_column_names"] = [id_column]
+        by_id = {e.id: e for e in definition.suite.expectations}
+        for r in failed:
+            detailed = batch.validate(
+                by_id[r.expectation_config.id], result_format=detail_format, expectation_parameters=parameters
+            )
+            failures.append(_describe(detailed))
+    return ValidationReport(
+        suite=name,
+        success=not failed,
+        row_count=len(frame),
+        evaluated=len(result.results),
+        failures=failures,
+        seconds=round(time.perf_counter() - started, 3),
+        source=source,
+    )

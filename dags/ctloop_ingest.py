@@ -18,7 +18,7 @@ from airflow.sdk import Asset, CronDataIntervalTimetable, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from ctloop.assets import CURATED
-from ctloop.orchestration import ingest_cron, schedule_start
+from ctloop.orchestration import ingest_cron, schedule_end, schedule_start
 
 curated_data = Asset(name=CURATED)
 
@@ -26,6 +26,7 @@ curated_data = Asset(name=CURATED)
 @dag(
     schedule=CronDataIntervalTimetable(ingest_cron(), timezone="UTC"),
     start_date=schedule_start(),
+    end_date=schedule_end(),
     catchup=False,
     max_active_runs=4,
     tags=["ctloop", "ingest", "great-expectations"],

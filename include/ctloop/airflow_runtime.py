@@ -98,8 +98,8 @@ class LocalAirflow:
             "CTLOOP_PARAMS": str(s.params),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(s.project_dir / "include"), os.environ.get("PYTHONPATH")])),
         })
-        if s.schedule_start is not None:
-            env["CTLOOP_SCHEDULE_START"] = s.schedule_start.isoformat()
+        if s.schedule_end is not None:
+            env["CTLOOP_SCHEDULE_END"] = s.schedule_end.isoformat()
         env.update(self.extra_env)
         return env
 
@@ -123,9 +123,10 @@ class LocalAirflow:
 
     def migrate(self) -> None:
         """``airflow db migrate`` once per Airflow version (it is idempotent but takes seconds)."""
-        import airflow
+        from importlib.metadata import version
 
-        marker = self.home / f".migrated-{airflow.__version__}"
+        # the version from package metadata: importing airflow here would reconfigure this process's logging
+        marker = self.home / f".migrated-{version('apache-airflow')}"
         self.password()
         if marker.exists():
             return
@@ -241,9 +242,24 @@ class LocalAirflow:
         self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
 
     def backfill(self, dag_id: str, from_date: str, to_date: str, max_active_runs: int = 4) -> int:
+        """Create a backfill (the scheduler runs it). A backfill left unfinished by an earlier, interrupted
+        session is cancelled first: Airflow allows one running backfill per DAG."""
+        for old in self.api("GET", "/backfills", params={"dag_id": dag_id}).get("backfills", []):
+            if not old.get("completed_at"):
+                self.api("PUT", f"/backfills/{old['id']}/cancel")
         body = {"dag_id": dag_id, "from_date": f"{from_date}T00:00:00Z", "to_date": f"{to_date}T00:00:00Z",
                 "max_active_runs": max_active_runs, "reprocess_behavior": "completed"}
         return int(self.api("POST", "/backfills", json=body)["id"])
+
+    def wait_for_backfill(self, backfill_id: int, timeout: float = 900) -> dict[str, Any]:
+        """Wait until the scheduler marks the backfill complete (all its runs finished)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = self.api("GET", f"/backfills/{backfill_id}")
+            if info.get("completed_at"):
+                return dict(info)
+            time.sleep(1)
+        raise AirflowRuntimeFailed(f"backfill {backfill_id} not complete within {timeout:.0f}s")
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None, logical_date: str | None = None) -> str:
         body: dict[str, Any] = {"conf": conf or {}, "logical_date": logical_date}

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.exceptions import TyperException
 
 from ctloop.errors import CtloopError
 
@@ -191,13 +192,11 @@ def main() -> None:
         sys.exit(e.exit_code)
     except typer.Abort:
         sys.exit(130)
-    except Exception as e:  # click usage errors surface here in non-standalone mode
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(2)
-        raise
+    except TyperException as e:  # usage errors (bad option values) surface here in non-standalone mode
+        show = getattr(e, "show", None)
+        if show is not None:
+            show()
+        sys.exit(2)
     # in non-standalone mode click returns the code of typer.Exit instead of raising it
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -1,8 +1,8 @@
 """``make demo``: the main job on the embedded default, through the real Airflow scheduler.
 
 The demo runs on a simulated calendar: its params are ``params.yaml`` plus the overrides printed at the
-start (the simulated incidents), and time-based schedules are pushed past the simulated days so the
-real clock adds no runs.
+start (the simulated incidents), and time-based schedules end on the last simulated day (``CTLOOP_SCHEDULE_END``) so
+the real clock adds no runs.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from rich.table import Table
 from ctloop.settings import Settings, get_settings
 
 DEMO_START = date(2026, 1, 5)
-FAR_FUTURE = date(2100, 1, 1)
 # one-day incidents the validation must catch (day offset -> simulator incident)
 DEMO_INCIDENTS = {5: "upstream_bug", 9: "schema_break"}
 
@@ -46,6 +45,12 @@ class DayRow:
     reason: str
 
 
+def short_failure(f: dict[str, Any]) -> str:
+    what = f["expectation"].removeprefix("expect_").replace("column_values_to_", "").replace("table_", "")
+    how = f" {f['unexpected_percent']:.0f}% off" if f.get("unexpected_percent") else ""
+    return f"{f.get('column') or 'table'}: {what}{how}"
+
+
 def summarise_days(lake_root: Path, days: list[date]) -> list[DayRow]:
     """Read back what the DAG runs left in the lake, one row per day."""
     rows = []
@@ -59,8 +64,7 @@ def summarise_days(lake_root: Path, days: list[date]) -> list[DayRow]:
             results = sorted(quarantine.glob("*/validation.json"))
             v = json.loads(results[-1].read_text()) if results else {}
             failed = v.get("failed_expectations", [])
-            reason = v.get("error") or "; ".join(
-                f"{f['expectation']}({f.get('column') or 'table'})" for f in failed[:3])
+            reason = v.get("error") or "; ".join(short_failure(f) for f in failed[:3])
             rows.append(DayRow(d, int(v.get("row_count", 0)), "FAILED", str(quarantine.relative_to(lake_root)), reason))
         else:
             rows.append(DayRow(d, 0, "missing", "-", "no partition written"))
@@ -71,13 +75,13 @@ def run_demo(days: int = 14, scenario: str = "covariate_shift", console: Console
     from ctloop.airflow_runtime import LocalAirflow, free_port
     from ctloop.stores import init_stores
 
-    console = console or Console()
+    console = console or Console(width=None if Console().is_terminal else 150)
     started = time.monotonic()
     base = get_settings()
     calendar = [DEMO_START + timedelta(days=i) for i in range(days)]
     incidents = {calendar[i].isoformat(): kind for i, kind in DEMO_INCIDENTS.items() if i < days}
     params_path = demo_params(base, DEMO_START, {"source": {"incidents": incidents}})
-    settings = base.model_copy(update={"params": params_path, "schedule_start": FAR_FUTURE})
+    settings = base.model_copy(update={"params": params_path, "schedule_end": calendar[-1]})
 
     console.rule("[bold]ctloop demo")
     console.print(f"CTLOOP_HOME  {settings.home}")
@@ -91,9 +95,10 @@ def run_demo(days: int = 14, scenario: str = "covariate_shift", console: Console
         airflow.wait_for_dags(["ctloop_ingest"])
         airflow.unpause("ctloop_ingest")
         console.print(f"backfilling ctloop_ingest {calendar[0]} .. {calendar[-1]} through the scheduler ...")
-        airflow.backfill("ctloop_ingest", calendar[0].isoformat(), calendar[-1].isoformat())
-        runs = airflow.wait_for_runs("ctloop_ingest", days, timeout=900, run_filter="backfill")
-        states = {r["logical_date"][:10]: r["state"] for r in runs}
+        backfill = airflow.backfill("ctloop_ingest", calendar[0].isoformat(), calendar[-1].isoformat())
+        airflow.wait_for_backfill(backfill)
+        runs = airflow.dag_runs("ctloop_ingest")
+        states = {r["logical_date"][:10]: r["state"] for r in runs if r["dag_run_id"].startswith("backfill")}
 
     summary = summarise_days(settings.lake_root, calendar)
     table = Table(title=f"ctloop_ingest: {days} days backfilled through the Airflow scheduler")

@@ -3,16 +3,22 @@ importing a DAG file must stay fast (DESIGN.md style rule 2)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ctloop.params import get_params
 from ctloop.settings import get_settings
 
 
 def schedule_start() -> datetime:
-    """``CTLOOP_SCHEDULE_START`` when set (demo, tests), else ``schedule.start_date`` from params.yaml."""
-    day = get_settings().schedule_start or get_params().schedule.start_date
-    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    """``schedule.start_date`` from params.yaml."""
+    day = get_params().schedule.start_date
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def schedule_end() -> datetime | None:
+    """``CTLOOP_SCHEDULE_END`` (demo and tests on a simulated calendar), else no end."""
+    day = get_settings().schedule_end
+    return None if day is None else datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def ingest_cron() -> str:

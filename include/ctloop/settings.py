@@ -28,9 +28,10 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = None
     mlflow_artifact_root: str | None = None
     airflow_port: int = 8080
-    # Time-based DAG schedules begin here. The demo and the tests run on a simulated calendar and set
-    # this in the future, so the real clock never adds runs to the simulated history.
-    schedule_start: date | None = None
+    # Time-based DAG schedules stop after this day (the DAGs' end_date). The demo and the end-to-end tests
+    # run on a simulated calendar and set it to the calendar's last day, so the real clock adds no runs;
+    # backfills, manual and asset-triggered runs are unaffected.
+    schedule_end: date | None = None
 
     @model_validator(mode="after")
     def _resolve(self) -> Settings:

@@ -6,6 +6,7 @@ as such instead of surfacing as a cryptic Arrow error.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,9 +58,7 @@ def read_batch(path: Path, contract: DatasetSpec | None = None) -> pd.DataFrame:
         raise DataUnreadable(f"{path}: unreadable {fmt} file: {e}") from e
     if contract is not None and contract.timestamp in frame.columns:
         # CSV has no timestamp type; parse the contract's timestamp column when every value parses,
-        # otherwise leave the strings so validation reports the column.
-        try:
+        # otherwise leave the text as it is so the type expectation names the column.
+        with contextlib.suppress(ValueError, TypeError):
             frame[contract.timestamp] = pd.to_datetime(frame[contract.timestamp], utc=True, format="ISO8601")
-        except (ValueError, TypeError):
-            pass  # left as text on purpose: the type expectation names the column
     return frame

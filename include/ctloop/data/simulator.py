@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -111,7 +111,7 @@ def simulate_day(day: date, spec: SimulationSpec) -> pd.DataFrame:
 
     n = spec.rows
     if scenario == "seasonal":
-        n = max(1, int(round(spec.rows * (0.6 if weekend else 1.1))))
+        n = max(1, round(spec.rows * (0.6 if weekend else 1.1)))
 
     rng = _stream(spec.seed, day, "features")
     # draws happen in a fixed order so every column is the same across scenarios unless changed below
@@ -149,7 +149,7 @@ def simulate_day(day: date, spec: SimulationSpec) -> pd.DataFrame:
         logit = logit + 1.0 * m
     escalated = (label_u < 1 / (1 + np.exp(-logit))).astype("int64")
 
-    start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     offsets = hours.astype("int64") * 3600 + seconds
     order = np.argsort(offsets, kind="stable")
     created = pd.to_datetime(start) + pd.to_timedelta(offsets[order], unit="s")

@@ -29,8 +29,8 @@ def gx_environment(settings: Settings) -> dict[str, str]:
 
 
 def open_context(settings: Settings) -> FileDataContext:
-    for key, value in gx_environment(settings).items():
-        os.environ.setdefault(key, value)
+    # GX reads these through ${VAR} substitution in great_expectations.yml
+    os.environ.update(gx_environment(settings))
     import great_expectations as gx
 
     return gx.get_context(mode="file", context_root_dir=str(settings.gx_dir))

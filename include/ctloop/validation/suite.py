@@ -88,7 +88,6 @@ def build_suite(context: FileDataContext, reference: pd.DataFrame, params: Param
     """Create (or replace) the batch suite and its validation definition in the file context."""
     import great_expectations as gx
     import great_expectations.expectations as gxe
-
     from ctloop.validation.context import ensure_batch_definition
 
     name = params.validation.suite

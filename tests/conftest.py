@@ -1,0 +1,84 @@
+"""Shared fixtures: every test gets its own CTLOOP_HOME; Airflow gets one migrated SQLite home per session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Airflow reads its configuration at import time: point it at a throwaway home before anything imports it.
+_airflow_home = Path(os.environ.setdefault("CTLOOP_TEST_AIRFLOW_HOME", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"ctloop-test-airflow-{os.getpid()}")))
+os.environ.update({
+    "AIRFLOW_HOME": str(_airflow_home),
+    "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+    "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_airflow_home / 'airflow.db'}",
+    "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+    "DO_NOT_TRACK": "true",
+    "SCARF_ANALYTICS": "false",
+    "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DVC_NO_ANALYTICS": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+})
+
+
+def write_params(path: Path, **overrides: dict) -> Path:
+    """params.yaml with section overrides (e.g. source={...}) written to ``path``."""
+    base = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in overrides.items():
+        base.setdefault(section, {}).update(values)
+    path.write_text(yaml.safe_dump(base, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def ctloop_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh CTLOOP_HOME with the repo's params; settings cache cleared around the test."""
+    from ctloop.settings import get_settings
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("CTLOOP_HOME", str(home))
+    monkeypatch.setenv("CTLOOP_PARAMS", str(REPO / "params.yaml"))
+    get_settings.cache_clear()
+    yield home
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def use_params(ctloop_home: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Call with section overrides to switch the test to a modified params.yaml."""
+    from ctloop.settings import get_settings
+
+    def apply(**overrides: dict) -> Path:
+        path = write_params(ctloop_home.parent / "params.yaml", **overrides)
+        monkeypatch.setenv("CTLOOP_PARAMS", str(path))
+        get_settings.cache_clear()
+        return path
+
+    return apply
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """Migrate the session's Airflow SQLite DB once (dag.test() needs it)."""
+    marker = _airflow_home / ".migrated"
+    if not marker.exists():
+        _airflow_home.mkdir(parents=True, exist_ok=True)
+        subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"], check=True,
+                       capture_output=True, env=os.environ.copy())
+        marker.touch()
+    return _airflow_home
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    exe = str(Path(sys.executable).with_name("ctloop"))
+    return subprocess.run([exe, *args], capture_output=True, text=True, env={**os.environ, **(env or {})})

@@ -1,0 +1,40 @@
+"""End-to-end fixtures: a real Airflow (api-server, scheduler, dag-processor, triggerer; LocalExecutor on
+SQLite) on a free loopback port, with its own CTLOOP_HOME."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, write_params
+
+
+@pytest.fixture(scope="module")
+def e2e_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("e2e")
+
+
+def start_airflow(home: Path, schedule_end: date, **param_overrides: dict):  # type: ignore[no-untyped-def]
+    from ctloop.airflow_runtime import LocalAirflow, free_port
+    from ctloop.settings import Settings
+
+    params = write_params(home / "params.yaml", **param_overrides)
+    settings = Settings(home=home / "ctloop", params=params, project_dir=REPO, schedule_end=schedule_end)
+    airflow = LocalAirflow.from_settings(settings, port=free_port())
+    airflow.start()
+    return airflow, settings
+
+
+@pytest.fixture(scope="module")
+def running_airflow(e2e_home: Path) -> Iterator[tuple]:  # type: ignore[type-arg]
+    airflow, settings = start_airflow(
+        e2e_home, schedule_end=date(2026, 1, 7),
+        source={"rows_per_day": 500, "incidents": {"2026-01-06": "schema_break"}},
+    )
+    try:
+        yield airflow, settings
+    finally:
+        airflow.stop()

@@ -1,0 +1,173 @@
+"""Every kind of bad input from the foundation issue: rejected naming the column (or the file), the batch
+quarantined with its validation result, raw left byte-identical, nothing curated. Real GX, committed suite."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ctloop.data.simulator import SimulationSpec, simulate_day
+from ctloop.data.store import Lake
+from ctloop.ingest import ingest_day
+from ctloop.params import get_params
+from ctloop.settings import get_settings
+from ctloop.validation.context import open_context
+
+DAY = date(2026, 1, 5)
+
+
+@pytest.fixture
+def files_source(use_params, tmp_path: Path):  # type: ignore[no-untyped-def]
+    incoming = tmp_path / "incoming"
+    use_params(source={"kind": "files", "path": str(incoming / "dt={ds}" / "*")})
+    return incoming
+
+
+def _deliver(incoming: Path, frame: pd.DataFrame | None, name: str = "batch.parquet", raw_bytes: bytes | None = None) -> Path:
+    target = incoming / f"dt={DAY}" / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if raw_bytes is not None:
+        target.write_bytes(raw_bytes)
+    elif name.endswith(".csv"):
+        assert frame is not None
+        frame.to_csv(target, index=False)
+    else:
+        assert frame is not None
+        frame.to_parquet(target, index=False)
+    return target
+
+
+def _good() -> pd.DataFrame:
+    return simulate_day(DAY, SimulationSpec(rows=1000))
+
+
+def _ingest():  # type: ignore[no-untyped-def]
+    settings = get_settings()
+    lake = Lake(settings.lake_root)
+    return ingest_day(DAY, get_params(), lake, open_context(settings)), lake
+
+
+def test_good_batch_is_curated(files_source: Path) -> None:
+    src = _deliver(files_source, _good())
+    outcome, lake = _ingest()
+    assert outcome.status == "curated" and outcome.rows == 1000
+    assert len(lake.read_curated([DAY])) == 1000
+    assert lake.raw_files(DAY)[0].read_bytes() == src.read_bytes()
+    again, _ = _ingest()  # re-running a day rewrites the same partition: no duplicates
+    assert again.status == "curated" and len(lake.read_curated([DAY])) == 1000 and len(lake.raw_files(DAY)) == 1
+
+
+def _drop(col: str) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    return lambda f: f.drop(columns=[col])
+
+
+def _set(col: str, fn: Callable[[pd.DataFrame], object]) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    def apply(f: pd.DataFrame) -> pd.DataFrame:
+        f = f.copy()
+        f[col] = fn(f)
+        return f
+    return apply
+
+
+def _set_rows(col: str, rows: slice, value: object) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    def apply(f: pd.DataFrame) -> pd.DataFrame:
+        f = f.copy()
+        if isinstance(value, float) or value is None:
+            f[col] = f[col].astype("float64") if f[col].dtype.kind in "iu" else f[col]
+        f.loc[f.index[rows], col] = value
+        return f
+    return apply
+
+
+CASES: list[tuple[str, Callable[[pd.DataFrame], pd.DataFrame], str]] = [
+    ("missing column", _drop("prior_contacts_30d"), "prior_contacts_30d"),
+    ("renamed column", lambda f: f.rename(columns={"sentiment": "sentiment_score"}), "sentiment"),
+    ("unexpected extra column", _set("agent_notes", lambda f: "x"), "agent_notes"),
+    ("numbers as strings", _set("message_length", lambda f: f["message_length"].astype(str)), "message_length"),
+    ("nulls above tolerance", _set_rows("sentiment", slice(0, 100), None), "sentiment"),
+    ("all-null column", _set("account_age_days", lambda f: np.nan), "account_age_days"),
+    ("negative counts", _set_rows("prior_contacts_30d", slice(0, 5), -3), "prior_contacts_30d"),
+    ("out-of-range values", _set_rows("sentiment", slice(0, 5), 7.5), "sentiment"),
+    ("+inf", _set_rows("first_response_minutes", slice(0, 1), float("inf")), "first_response_minutes"),
+    ("-inf", _set_rows("sentiment", slice(0, 1), float("-inf")), "sentiment"),
+    ("target null", _set_rows("escalated", slice(0, 1), None), "escalated"),
+    ("target third class", _set_rows("escalated", slice(0, 3), 2), "escalated"),
+    ("flood of unseen categories", _set_rows("channel", slice(0, 300), "carrier_pigeon"), "channel"),
+    ("duplicated ids", _set_rows("ticket_id", slice(0, 2), "T-dup"), "ticket_id"),
+    ("timestamps outside the interval", _set_rows("created_at", slice(0, 3), pd.Timestamp("2026-01-09T10:00Z")), "created_at"),
+]
+
+
+@pytest.mark.parametrize(("case", "mutate", "column"), CASES, ids=[c[0] for c in CASES])
+def test_bad_batch_is_quarantined_naming_the_column(files_source: Path, case: str, mutate, column: str) -> None:  # type: ignore[no-untyped-def]
+    src = _deliver(files_source, mutate(_good()))
+    delivered = src.read_bytes()
+    outcome, lake = _ingest()
+    assert outcome.status == "quarantined", case
+    assert not lake.partition("curated", DAY).exists()
+    [raw] = lake.raw_files(DAY)
+    assert raw.read_bytes() == delivered == src.read_bytes(), "raw and the delivered file stay byte-identical"
+    [result_file] = lake.partition("quarantine", DAY).glob("*/validation.json")
+    result = json.loads(result_file.read_text())
+    assert (result_file.parent / raw.name).read_bytes() == delivered
+    named = {f.get("column") for f in result["failed_expectations"]} | {
+        c for f in result["failed_expectations"] if isinstance(f.get("observed"), dict)
+        for cols in f["observed"].values() for c in cols}
+    assert column in named, (case, result["failed_expectations"])
+
+
+def test_empty_batch(files_source: Path) -> None:
+    _deliver(files_source, _good().iloc[0:0])
+    outcome, lake = _ingest()
+    assert outcome.status == "quarantined"
+    result = json.loads(next(lake.partition("quarantine", DAY).glob("*/validation.json")).read_text())
+    assert any(f["expectation"] == "expect_table_row_count_to_be_between" and f["observed"] == 0
+               for f in result["failed_expectations"])
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [("batch.parquet", b"PAR1 this is not really parquet", "unreadable parquet file"),
+     ("batch.parquet", None, "named .parquet but holds CSV text")],
+)
+def test_unreadable_file_is_quarantined_naming_the_file(files_source: Path, name: str, content: bytes | None, message: str) -> None:
+    if content is None:
+        csv = files_source / "tmp.csv"
+        csv.parent.mkdir(parents=True, exist_ok=True)
+        _good().to_csv(csv, index=False)
+        content = csv.read_bytes()
+    src = _deliver(files_source, None, name=name, raw_bytes=content)
+    outcome, lake = _ingest()
+    assert outcome.status == "quarantined" and message in outcome.reasons[0]
+    [raw] = lake.raw_files(DAY)
+    assert raw.name in outcome.reasons[0] or "batch-" in outcome.reasons[0]
+    assert raw.read_bytes() == content == src.read_bytes()
+
+
+def test_csv_delivery_is_accepted(files_source: Path) -> None:
+    _deliver(files_source, _good(), name="batch.csv")
+    outcome, _ = _ingest()
+    assert outcome.status == "curated", outcome.reasons
+
+
+def test_missing_delivery_names_the_pattern(files_source: Path) -> None:
+    from ctloop.errors import DataUnreadable
+
+    with pytest.raises(DataUnreadable, match=f"no file delivered for {DAY}"):
+        _ingest()
+
+
+def test_a_failed_redelivery_withdraws_the_days_curated_data(files_source: Path) -> None:
+    _deliver(files_source, _good())
+    assert _ingest()[0].status == "curated"
+    (files_source / f"dt={DAY}" / "batch.parquet").unlink()
+    _deliver(files_source, _drop("channel")(_good()))
+    outcome, lake = _ingest()
+    assert outcome.status == "quarantined" and not lake.partition("curated", DAY).exists()
+    assert len(lake.raw_files(DAY)) == 2, "both deliveries stay in raw"

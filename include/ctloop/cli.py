@@ -89,17 +89,21 @@ def suite_build(
     """Bootstrap the batch expectation suite from reference data and params.yaml (review, then commit it)."""
     from ctloop.data.reading import read_batch
     from ctloop.validation.context import open_context
-    from ctloop.validation.suite import build_suite, expectation_specs
+    from ctloop.validation.suite import build_suite, build_training_suite, expectation_specs
 
     settings, params, _ = _runtime()
     reference = read_batch(source, params.dataset)
     missing = [c for c in params.dataset.columns if c not in reference.columns]
     if missing:
         raise CtloopError(f"{source}: column {missing[0]!r} of the dataset contract is missing from the reference data")
-    name = build_suite(open_context(settings), reference, params)
+    context = open_context(settings)
+    name = build_suite(context, reference, params)
+    training = build_training_suite(context, params)
     n = len(expectation_specs(reference, params))
-    _emit({"suite": name, "expectations": n, "reference_rows": len(reference), "path": str(settings.gx_dir)},
-          as_json, f"suite {name}: {n} expectations from {len(reference)} reference rows in {settings.gx_dir}/expectations")
+    _emit({"suite": name, "expectations": n, "reference_rows": len(reference), "training_suite": training,
+           "path": str(settings.gx_dir)},
+          as_json, f"suite {name}: {n} expectations from {len(reference)} reference rows; training-set suite "
+                   f"{training}; in {settings.gx_dir}/expectations")
 
 
 @app.command()
@@ -139,6 +143,127 @@ def ingest(
     _emit(outcome.to_dict(), as_json, f"{day}: {outcome.status} ({outcome.rows} rows) -> {outcome.location}")
     if outcome.status != "curated":
         raise typer.Exit(1)
+
+
+DataDir = Annotated[Path, typer.Option("--data-dir", help="training-set directory written by `ctloop prepare`")]
+
+
+@app.command()
+def prepare(
+    out_dir: Annotated[Path, typer.Option("--out-dir", help="where train/test parquet and window.json go")],
+    as_of: Annotated[str | None, typer.Option("--as-of", help="window end (exclusive), YYYY-MM-DD; default: "
+                                              "the day after the newest curated partition")] = None,
+    window_days: Annotated[int | None, typer.Option("--window-days", help="default training.window_days")] = None,
+    reason: Annotated[str, typer.Option(help="why this training set is built")] = "ctloop CLI",
+    as_json: JsonFlag = False,
+) -> None:
+    """Build the training set from curated partitions, split by time, and validate it (training-set suite)."""
+    from ctloop.retrain import describe_trigger, validate_training_set
+    from ctloop.retrain import prepare as prepare_set
+
+    settings, params, lake = _runtime()
+    info = prepare_set(params, lake, date.fromisoformat(as_of) if as_of else None, window_days, out_dir,
+                       describe_trigger(None, reason, None))
+    info["validation"] = validate_training_set(params, settings, out_dir)
+    w = info["window"]
+    _emit(info, as_json, f"training set [{w['start']}, {w['end']}): {info['train_rows']} train rows "
+                         f"({len(w['train_days'])} days), {info['test_rows']} test rows ({', '.join(w['test_days'])}) -> {out_dir}")
+
+
+@app.command()
+def train(
+    data_dir: DataDir,
+    model: Annotated[str | None, typer.Option(help="logistic_regression | hist_gradient_boosting")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train the challenger, log it to MLflow, register a new version with alias `challenger`."""
+    from ctloop.retrain import train as train_model
+
+    settings, params, _ = _runtime()
+    result = train_model(params, settings, data_dir, model=model)
+    (data_dir / "train.json").write_text(json.dumps(result, indent=1))
+    _emit(result, as_json, f"challenger v{result['version']} ({result['model']}), run {result['run_id']}; "
+                           f"log_model {result['log_model_seconds']}s")
+
+
+@app.command()
+def evaluate(
+    data_dir: DataDir,
+    version: Annotated[str | None, typer.Option(help="challenger version (default: from train.json)")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Evaluate challenger and champion on the same test set (mlflow.models.evaluate + slices)."""
+    from ctloop.retrain import evaluate as evaluate_models
+
+    settings, params, _ = _runtime()
+    trained = json.loads((data_dir / "train.json").read_text()) if (data_dir / "train.json").exists() else {}
+    version = version or trained.get("version")
+    if version is None:
+        raise CtloopError(f"{data_dir}: no train.json; pass --version")
+    run_id = trained.get("run_id") if trained.get("version") == version else None
+    result = evaluate_models(params, settings, data_dir, version, run_id)
+    _emit(result, as_json, f"challenger v{version}: {result['metrics']}; champion: "
+                           f"{'v' + result['champion'] if result['champion'] else 'none yet'}")
+
+
+@app.command()
+def gate(
+    data_dir: DataDir,
+    as_json: JsonFlag = False,
+) -> None:
+    """Judge the evaluation with the gate; writes the decision to MLflow. Exit 1 when rejected."""
+    from ctloop.retrain import gate as run_gate
+
+    settings, params, _ = _runtime()
+    decision = run_gate(params, settings, data_dir / "evaluation.json")
+    verdict = "PROMOTE" if decision.passed else "REJECT"
+    _emit(decision.to_dict(), as_json, f"gate: {verdict} v{decision.challenger}\n  - " + "\n  - ".join(decision.reasons))
+    if not decision.passed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="model version to make champion")],
+    reason: Annotated[str, typer.Option(help="why (recorded on the version)")],
+    force: Annotated[bool, typer.Option(help="promote even without a passing gate (recorded as forced)")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Move `champion` to VERSION (compare-and-set); the old champion becomes `previous`."""
+    from ctloop.retrain import promote_version
+
+    settings, params, _ = _runtime()
+    result = promote_version(params, settings, version, reason, force=force, actor="cli")
+    _emit(result, as_json, f"champion: v{result['version']} (was {'v' + result['previous_champion'] if result['previous_champion'] else 'none'})")
+
+
+@app.command()
+def status(as_json: JsonFlag = False) -> None:
+    """Champion, challenger and previous with their metrics and when/why they moved."""
+    from ctloop.registry.mlflow_registry import configure_mlflow, registry_status
+
+    settings, params, _ = _runtime()
+    st = registry_status(configure_mlflow(settings), params.training.registered_model)
+    if as_json:
+        _emit(st, True, "")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"registered model {st['model']}")
+    for col in ("alias", "version", "roc_auc", "f1", "brier", "gate", "since", "why"):
+        table.add_column(col)
+    for alias in ("champion", "challenger", "previous"):
+        v = st[alias]
+        if v is None:
+            table.add_row(alias, "-", "", "", "", "", "", "")
+            continue
+        m, t = v["metrics"], v["tags"]
+        table.add_row(alias, v["version"], str(m.get("roc_auc", "")), str(m.get("f1_score", "")),
+                      str(m.get("brier_score", "")), {True: "passed", False: "REJECTED"}.get(v["gate"]["passed"], "-")
+                      if v["gate"] else "-", t.get("promoted_at", v["created"]),
+                      t.get("promoted_reason", t.get("trigger_reason", "")))
+    Console(width=None if Console().is_terminal else 150).print(table)
 
 
 @app.command()

@@ -103,11 +103,57 @@ class ScheduleSpec(_Strict):
     ingest: str = "0 0 * * *"
 
 
+ModelName = Literal["logistic_regression", "hist_gradient_boosting"]
+
+
+class TrainingSpec(_Strict):
+    experiment: str = "ctloop"
+    registered_model: str
+    model: ModelName = "logistic_regression"
+    window_days: int = Field(default=14, ge=2)
+    test_days: int = Field(default=2, ge=1)
+    min_rows: int = Field(default=2000, ge=10)
+    seed: int = 42
+    models: dict[ModelName, dict[str, float | int | str]] = Field(default_factory=dict)
+    suite: str = "training_set"
+    class_share: tuple[float, float] = (0.05, 0.95)
+    schedule: str = "0 3 * * 1"
+
+    @model_validator(mode="after")
+    def _window_holds_test(self) -> TrainingSpec:
+        if self.test_days >= self.window_days:
+            raise ValueError("training.test_days must be smaller than training.window_days")
+        return self
+
+
+class MetricPolicy(_Strict):
+    greater_is_better: bool
+    threshold: float | None = None
+    min_absolute_change: float | None = None
+    min_relative_change: float | None = None
+    tolerance: float = Field(default=0.0, ge=0)
+
+
+class SlicePolicy(_Strict):
+    metric: str = "roc_auc"
+    floor: float | None = None
+    max_regression: float | None = Field(default=None, ge=0)
+    min_rows: int = Field(default=100, ge=1)
+
+
+class GateSpec(_Strict):
+    metrics: dict[str, MetricPolicy]
+    within_tolerance: Literal["promote", "reject"] = "promote"
+    slices: SlicePolicy = SlicePolicy()
+
+
 class Params(_Strict):
     dataset: DatasetSpec
     source: SourceSpec = SourceSpec()
     validation: ValidationSpec
     schedule: ScheduleSpec = ScheduleSpec()
+    training: TrainingSpec
+    gate: GateSpec
 
 
 def _format_error(path: Path, err: ValidationError) -> str:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-ZONES = ("raw", "quarantine", "curated", "predictions", "labels", "reports")
+ZONES = ("raw", "quarantine", "curated", "training_sets", "predictions", "labels", "reports")
 
 
 def file_sha256(path: Path) -> str:

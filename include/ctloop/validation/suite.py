@@ -86,14 +86,20 @@ def expectation_specs(reference: pd.DataFrame, params: Params) -> list[tuple[str
 
 def build_suite(context: FileDataContext, reference: pd.DataFrame, params: Params) -> str:
     """Create (or replace) the batch suite and its validation definition in the file context."""
+
+    return _save_suite(context, params.validation.suite, expectation_specs(reference, params),
+                       {"generated_by": "ctloop suite build", "rows": len(reference)})
+
+
+def _save_suite(context: FileDataContext, name: str, specs: list[tuple[str, dict[str, Any], dict[str, Any]]],
+                meta: dict[str, Any]) -> str:
     import great_expectations as gx
     import great_expectations.expectations as gxe
     from ctloop.validation.context import ensure_batch_definition
 
-    name = params.validation.suite
-    suite = gx.ExpectationSuite(name=name, meta={"generated_by": "ctloop suite build", "rows": len(reference)})
-    for cls_name, kwargs, meta in expectation_specs(reference, params):
-        suite.add_expectation(getattr(gxe, cls_name)(**kwargs, meta=meta))
+    suite = gx.ExpectationSuite(name=name, meta=meta)
+    for cls_name, kwargs, exp_meta in specs:
+        suite.add_expectation(getattr(gxe, cls_name)(**kwargs, meta=exp_meta))
     from great_expectations.exceptions import DataContextError
 
     # a rebuild replaces the suite and its definition; on the first build neither exists yet
@@ -105,3 +111,25 @@ def build_suite(context: FileDataContext, reference: pd.DataFrame, params: Param
     batch_definition = ensure_batch_definition(context)
     context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch_definition, suite=suite))
     return name
+
+
+def training_expectation_specs(params: Params) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """The training-set suite: enough rows, class balance in bounds, no column outside the contract
+    (a leaked outcome column such as ``resolution_code`` would fail it)."""
+    ds, tp = params.dataset, params.training
+    lo, hi = tp.class_share
+    return [
+        ("ExpectTableRowCountToBeBetween", {"min_value": tp.min_rows}, {"why": "training.min_rows"}),
+        ("ExpectTableColumnsToMatchSet", {"column_set": list(ds.columns), "exact_match": True},
+         {"why": "no leakage: nothing but the contract's columns reaches training"}),
+        ("ExpectColumnValuesToBeInSet", {"column": ds.target, "value_set": list(ds.classes)}, {"why": "dataset.classes"}),
+        ("ExpectColumnValuesToNotBeNull", {"column": ds.target}, {"why": "every training row is labeled"}),
+        ("ExpectColumnMeanToBeBetween", {"column": ds.target, "min_value": lo, "max_value": hi},
+         {"why": "training.class_share: positive-class share within bounds"}),
+        ("ExpectColumnValuesToBeUnique", {"column": ds.id}, {"why": "no row twice in the training set"}),
+    ]
+
+
+def build_training_suite(context: FileDataContext, params: Params) -> str:
+    return _save_suite(context, params.training.suite, training_expectation_specs(params),
+                       {"generated_by": "ctloop suite build", "from": "params.yaml training.*"})

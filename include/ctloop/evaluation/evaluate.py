@@ -1,0 +1,85 @@
+"""Evaluate challenger and champion on the same test set with ``mlflow.models.evaluate`` (classifier
+metrics and plots as artifacts), plus Brier score, expected calibration error and per-slice metrics."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ctloop.evaluation.gate import ModelEvaluation
+from ctloop.registry.mlflow_registry import TAG, configure_mlflow, ensure_experiment
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from ctloop.params import Params
+    from ctloop.settings import Settings
+
+HEADLINE = ("roc_auc", "f1_score", "precision_score", "recall_score", "log_loss", "accuracy_score",
+            "precision_recall_auc")
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    import numpy as np
+
+    edges = np.linspace(0, 1, bins + 1)
+    idx = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        mask = idx == b
+        if mask.any():
+            ece += mask.mean() * abs(float(y[mask].mean()) - float(p[mask].mean()))
+    return float(ece)
+
+
+def slice_metrics(test: pd.DataFrame, scores: np.ndarray, params: Params) -> dict[str, dict[str, dict[str, float]]]:
+    from sklearn.metrics import roc_auc_score
+
+    target = params.dataset.target
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for column in params.dataset.slices:
+        out[column] = {}
+        for value, idx in test.groupby(column, observed=True).indices.items():
+            y = test[target].to_numpy()[idx]
+            entry = {"rows": float(len(idx)), "positive_share": float(y.mean())}
+            if len(set(y.tolist())) == 2:
+                entry["roc_auc"] = float(roc_auc_score(y, scores[idx]))
+            out[column][str(value)] = entry
+    return out
+
+
+def evaluate_version(model_uri: str, version: str, run_id: str | None, test: pd.DataFrame, params: Params,
+                     settings: Settings, role: str) -> ModelEvaluation:
+    """Evaluate one registered version on ``test``; metrics go to ``run_id`` (the challenger's training run)
+    or to a new evaluation run for the champion."""
+    import mlflow
+    from sklearn.metrics import brier_score_loss
+
+    client = configure_mlflow(settings)
+    contract = params.dataset
+    data = test[[*contract.features, contract.target]].reset_index(drop=True)
+    sk_model = mlflow.sklearn.load_model(model_uri)
+    scores = sk_model.predict_proba(data[contract.features])[:, 1]
+    y = data[contract.target].to_numpy()
+    extra = {"brier_score": float(brier_score_loss(y, scores)), "ece": expected_calibration_error(y, scores)}
+    slices = slice_metrics(test.reset_index(drop=True), scores, params)
+
+    experiment_id = ensure_experiment(client, params.training.experiment, settings)
+    run_kwargs: dict[str, Any] = {"run_id": run_id} if run_id else {
+        "experiment_id": experiment_id, "run_name": f"evaluate-{role}-v{version}"}
+    with mlflow.start_run(**run_kwargs):
+        mlflow.set_tags({f"{TAG}evaluated_version": version, f"{TAG}evaluated_role": role})
+        result = mlflow.models.evaluate(model_uri, data, targets=contract.target, model_type="classifier",
+                                        evaluators=["default"])
+        flat = {f"slice.{c}.{v}.{k}": val for c, vals in slices.items() for v, m in vals.items()
+                for k, val in m.items() if k == "roc_auc"}
+        mlflow.log_metrics({**extra, **flat})
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "slices.json").write_text(json.dumps(slices, indent=1))
+            mlflow.log_artifacts(tmp, artifact_path="evaluation")
+    metrics = {k: float(v) for k, v in result.metrics.items() if k in HEADLINE}
+    metrics.update(extra)
+    return ModelEvaluation(version=version, metrics=metrics, slices=slices)

@@ -1,0 +1,140 @@
+"""MLflow tracking and registry: experiments, aliases (``champion``, ``challenger``, ``previous``; never
+stages) and the compare-and-set promotion.
+
+MLflow has no atomic alias update, so promotion holds a lock while it re-reads ``champion`` and moves it
+only if it still points where the gate saw it. The embedded default uses a file lock under
+``CTLOOP_HOME``; together with ``max_active_runs=1`` on ``ctloop_retrain`` no two promotions interleave.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from ctloop.errors import PromotionConflict, RegistryError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from ctloop.settings import Settings
+
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+TAG = "ctloop."
+
+
+def configure_mlflow(settings: Settings) -> MlflowClient:
+    import os
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    return mlflow.MlflowClient(settings.tracking_uri, settings.tracking_uri)
+
+
+def ensure_experiment(client: MlflowClient, name: str, settings: Settings) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return str(exp.experiment_id)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.create_experiment(name, artifact_location=f"{settings.artifact_root}/{name}"))
+    except MlflowException:  # created concurrently by another task
+        exp = client.get_experiment_by_name(name)
+        assert exp is not None
+        return str(exp.experiment_id)
+
+
+def alias_version(client: MlflowClient, model: str, alias: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(model, alias).version)
+    except MlflowException:
+        return None
+
+
+@contextlib.contextmanager
+def registry_lock(settings: Settings, model: str) -> Iterator[None]:
+    path = settings.home / "locks" / f"registry-{model}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@dataclass(frozen=True)
+class Promotion:
+    model: str
+    version: str
+    previous_champion: str | None
+    reason: str
+    at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def promote(client: MlflowClient, settings: Settings, model: str, version: str, expected_champion: str | None,
+            reason: str, actor: str = "ctloop") -> Promotion:
+    """Move ``champion`` to ``version`` iff it still points at ``expected_champion``; the old champion
+    becomes ``previous``. Raises PromotionConflict when another promotion won the race."""
+    try:
+        client.get_model_version(model, version)
+    except Exception as e:
+        raise RegistryError(f"model {model!r} has no version {version}") from e
+    with registry_lock(settings, model):
+        current = alias_version(client, model, CHAMPION)
+        if current != expected_champion:
+            raise PromotionConflict(
+                f"{model}: champion is v{current}, not v{expected_champion} as when the gate decided; "
+                f"v{version} not promoted (another promotion won)")
+        if current == version:
+            raise PromotionConflict(f"{model}: v{version} is already the champion")
+        at = datetime.now(UTC).isoformat(timespec="seconds")
+        if current is not None:
+            client.set_registered_model_alias(model, PREVIOUS, current)
+            client.set_model_version_tag(model, current, f"{TAG}demoted_at", at)
+        client.set_registered_model_alias(model, CHAMPION, version)
+        for key, value in {"promoted_at": at, "promoted_reason": reason, "promoted_by": actor,
+                           "replaced": current or "none"}.items():
+            client.set_model_version_tag(model, version, f"{TAG}{key}", value)
+        if alias_version(client, model, CHALLENGER) == version:
+            client.delete_registered_model_alias(model, CHALLENGER)
+    return Promotion(model, version, current, reason, at)
+
+
+def describe_version(client: MlflowClient, model: str, version: str | None) -> dict[str, Any] | None:
+    if version is None:
+        return None
+    mv = client.get_model_version(model, version)
+    run = client.get_run(mv.run_id) if mv.run_id else None
+    tags = {k.removeprefix(TAG): v for k, v in mv.tags.items() if k.startswith(TAG)}
+    decision = json.loads(tags.pop("gate_decision")) if "gate_decision" in tags else None
+    return {
+        "version": version,
+        "run_id": mv.run_id,
+        "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(timespec="seconds"),
+        "metrics": {k: round(v, 4) for k, v in (run.data.metrics.items() if run else [])
+                    if k in ("roc_auc", "f1_score", "log_loss", "brier_score", "precision_score", "recall_score")},
+        "tags": tags,
+        "gate": {"passed": decision.get("passed"), "reasons": decision.get("reasons")} if decision else None,
+    }
+
+
+def registry_status(client: MlflowClient, model: str) -> dict[str, Any]:
+    return {
+        "model": model,
+        **{alias: describe_version(client, model, alias_version(client, model, alias))
+           for alias in (CHAMPION, CHALLENGER, PREVIOUS)},
+    }

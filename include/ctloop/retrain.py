@@ -1,0 +1,154 @@
+"""The retraining flow, one function per task of ``ctloop_retrain`` (and per ``ctloop`` verb):
+build the training set -> validate it -> train the challenger -> evaluate against the champion ->
+gate -> promote. Inputs and outputs are small JSON-able dicts and paths.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from ctloop.data.store import Lake
+from ctloop.errors import GateRejected, RegistryError, ValidationFailed
+from ctloop.evaluation.gate import GateDecision, ModelEvaluation, decide
+from ctloop.params import Params
+from ctloop.registry.mlflow_registry import CHAMPION, TAG, alias_version, configure_mlflow, promote
+from ctloop.settings import Settings
+
+TRIGGER_KINDS = ("schedule", "manual", "drift", "cli")
+
+
+def describe_trigger(run_type: str | None, reason: str | None, asset_extras: list[dict[str, Any]] | None,
+                     dag_id: str | None = None, run_id: str | None = None) -> dict[str, Any]:
+    """How a run started, as recorded on the MLflow run and model version."""
+    extras = [e for e in (asset_extras or []) if e]
+    if run_type == "asset_triggered" or extras:
+        reasons = [r for e in extras for r in e.get("reasons", [])]
+        kind, text = "drift", "; ".join(reasons) or "drift asset event"
+    elif run_type == "scheduled":
+        kind, text = "schedule", reason or "scheduled retrain"
+    elif run_type in ("manual", "backfill"):
+        kind, text = "manual", reason
+    else:
+        kind, text = "cli", reason or "ctloop CLI"
+    return {"kind": kind, "reason": text, "dag_id": dag_id, "run_id": run_id,
+            "details": extras[0] if extras else None}
+
+
+def training_set_dir(lake: Lake, key: str) -> Path:
+    return lake.root / "training_sets" / re.sub(r"[^A-Za-z0-9_.=-]+", "_", key)
+
+
+def prepare(params: Params, lake: Lake, as_of: date | None, window_days: int | None, out_dir: Path,
+            trigger: dict[str, Any]) -> dict[str, Any]:
+    from ctloop.training.dataset import build_training_set, latest_as_of, write_training_set
+
+    as_of = as_of or latest_as_of(lake.curated_days(), date.max)
+    train, test, window = build_training_set(lake, params, as_of, window_days)
+    return write_training_set(out_dir, train, test, window, {"trigger": trigger})
+
+
+def validate_training_set(params: Params, settings: Settings, data_dir: Path) -> dict[str, Any]:
+    from ctloop.training.dataset import read_training_set
+    from ctloop.validation.context import open_context
+    from ctloop.validation.run import validate_frame
+
+    train, _, info = read_training_set(data_dir)
+    report = validate_frame(train, params, open_context(settings), suite_name=params.training.suite,
+                            source=str(data_dir / "train.parquet"))
+    if not report.success:
+        raise ValidationFailed(f"training set {info['window']['start']}..{info['window']['end']}: {report.summary()}",
+                               report.to_dict()["failed_expectations"])
+    return {"suite": report.suite, "success": True, "rows": report.row_count}
+
+
+def train(params: Params, settings: Settings, data_dir: Path, model: str | None = None,
+          hyperparameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    from ctloop.training.dataset import read_training_set
+    from ctloop.training.train import train_challenger
+
+    train_df, test_df, info = read_training_set(data_dir)
+    result = train_challenger(train_df, test_df, info["window"], params, settings, info.get("trigger", {}),
+                              model=model, hyperparameters=hyperparameters)
+    return result.to_dict() | {"data_dir": str(data_dir)}
+
+
+def evaluate(params: Params, settings: Settings, data_dir: Path, challenger_version: str,
+             challenger_run_id: str | None = None) -> dict[str, Any]:
+    """Evaluate the challenger and the current champion on the same test set."""
+    from ctloop.evaluation.evaluate import evaluate_version
+    from ctloop.training.dataset import read_training_set
+
+    client = configure_mlflow(settings)
+    name = params.training.registered_model
+    _, test, info = read_training_set(data_dir)
+    challenger = evaluate_version(f"models:/{name}/{challenger_version}", challenger_version, challenger_run_id,
+                                  test, params, settings, role="challenger")
+    champion_version = alias_version(client, name, CHAMPION)
+    champion = None
+    if champion_version is not None and champion_version != challenger_version:
+        champion = evaluate_version(f"models:/{name}/{champion_version}", champion_version, None, test, params,
+                                    settings, role="champion")
+    record = {
+        "window": info["window"], "test_rows": len(test),
+        "challenger": challenger.__dict__, "champion": champion.__dict__ if champion else None,
+    }
+    (data_dir / "evaluation.json").write_text(json.dumps(record, indent=1))
+    return {"evaluation": str(data_dir / "evaluation.json"), "challenger": challenger_version,
+            "champion": champion_version if champion else None,
+            "metrics": {k: round(v, 4) for k, v in challenger.metrics.items()}}
+
+
+def gate(params: Params, settings: Settings, evaluation_file: Path, challenger_run_id: str | None = None
+         ) -> GateDecision:
+    """Decide, then write the decision to the MLflow run and the model version (tags + JSON artifact)."""
+    import mlflow
+
+    record = json.loads(evaluation_file.read_text())
+    challenger = ModelEvaluation(**record["challenger"])
+    champion = ModelEvaluation(**record["champion"]) if record.get("champion") else None
+    decision = decide(challenger, champion, params.gate)
+    client = configure_mlflow(settings)
+    name = params.training.registered_model
+    compact = json.dumps({"passed": decision.passed, "champion": decision.champion,
+                          "reasons": decision.reasons})[:4900]
+    assert challenger.version is not None
+    client.set_model_version_tag(name, challenger.version, f"{TAG}gate_passed", str(decision.passed).lower())
+    client.set_model_version_tag(name, challenger.version, f"{TAG}gate_decision", compact)
+    (evaluation_file.parent / "gate_decision.json").write_text(decision.to_json())
+    run_id = challenger_run_id or client.get_model_version(name, challenger.version).run_id
+    if run_id:
+        client.set_tag(run_id, f"{TAG}gate_passed", str(decision.passed).lower())
+        client.set_tag(run_id, f"{TAG}gate_reasons", "; ".join(decision.reasons)[:4900])
+        client.log_text(run_id, decision.to_json(), "gate/decision.json")
+        client.log_metric(run_id, "gate_passed", float(decision.passed))
+    del mlflow
+    return decision
+
+
+def promote_version(params: Params, settings: Settings, version: str, reason: str, force: bool = False,
+                    actor: str = "ctloop", expected_champion: str | None = None) -> dict[str, Any]:
+    """Promote only with a passing gate decision recorded on the version (``force`` overrides and says so)."""
+    client = configure_mlflow(settings)
+    name = params.training.registered_model
+    try:
+        tags = client.get_model_version(name, version).tags
+    except Exception as e:
+        raise RegistryError(f"model {name!r} has no version {version}") from e
+    decision = json.loads(tags.get(f"{TAG}gate_decision", "null") or "null")
+    if decision is None and not force:
+        raise GateRejected(f"{name} v{version} has no gate decision; run `ctloop gate` first (or --force)")
+    if decision is not None and not decision["passed"] and not force:
+        raise GateRejected(f"{name} v{version} failed its gate: {'; '.join(decision['reasons'])}")
+    if force:
+        verdict = "passed" if decision and decision["passed"] else "FAILED"
+        reason = f"FORCED: {reason} (gate {verdict}: {'; '.join(decision['reasons']) if decision else 'none'})"
+    if expected_champion is None:
+        expected_champion = decision.get("champion") if decision else alias_version(client, name, CHAMPION)
+    promotion = promote(client, settings, name, version, expected_champion, reason, actor)
+    if force:
+        client.set_model_version_tag(name, version, f"{TAG}force_promoted", "true")
+    return promotion.to_dict()

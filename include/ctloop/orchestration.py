@@ -23,3 +23,13 @@ def schedule_end() -> datetime | None:
 
 def ingest_cron() -> str:
     return get_params().schedule.ingest
+
+
+def retrain_cron() -> str:
+    return get_params().training.schedule
+
+
+def retrain_defaults() -> dict[str, object]:
+    """Defaults of the manual-trigger form, from params.yaml."""
+    t = get_params().training
+    return {"window_days": t.window_days, "model": t.model}

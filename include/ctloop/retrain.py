@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ctloop.data.store import Lake
-from ctloop.errors import GateRejected, RegistryError, ValidationFailed
+from ctloop.errors import GateRejected, PromotionConflict, RegistryError, ValidationFailed
 from ctloop.evaluation.gate import GateDecision, ModelEvaluation, decide
 from ctloop.params import Params
 from ctloop.registry.mlflow_registry import CHAMPION, TAG, alias_version, configure_mlflow, promote
@@ -147,7 +147,14 @@ def promote_version(params: Params, settings: Settings, version: str, reason: st
         verdict = "passed" if decision and decision["passed"] else "FAILED"
         reason = f"FORCED: {reason} (gate {verdict}: {'; '.join(decision['reasons']) if decision else 'none'})"
     if expected_champion is None:
-        expected_champion = decision.get("champion") if decision else alias_version(client, name, CHAMPION)
+        # a gated promotion is only valid against the champion the gate judged against (compare-and-set);
+        # a forced one is a human override of the champion as it is now
+        current = alias_version(client, name, CHAMPION)
+        expected_champion = current if force or decision is None else decision.get("champion")
+        if expected_champion != current:
+            raise PromotionConflict(
+                f"{name} v{version}: the gate judged it against champion v{expected_champion}, but the champion "
+                f"is now v{current}; re-run `ctloop evaluate` and `ctloop gate` (or --force)")
     promotion = promote(client, settings, name, version, expected_champion, reason, actor)
     if force:
         client.set_model_version_tag(name, version, f"{TAG}force_promoted", "true")

@@ -47,3 +47,74 @@ def ingest_publish(interval_start: datetime | str, raw_files: list[str], validat
 
     _, params, lake = _runtime()
     return str(publish_curated(_day(interval_start), [Path(p) for p in raw_files], validation, params, lake))
+
+
+def _enum_value(value: Any) -> str | None:
+    return None if value is None else str(getattr(value, "value", value))
+
+
+def retrain_build(run_type: Any, form: dict[str, Any], asset_extras: list[dict[str, Any]], dag_id: str,
+                  run_id: str, reference: datetime | None) -> dict[str, Any]:
+    """Record the trigger, then build the training set as of the newest complete curated day."""
+    from datetime import timedelta
+
+    from ctloop.errors import ConfigError
+    from ctloop.retrain import describe_trigger, prepare, training_set_dir
+    from ctloop.training.dataset import latest_as_of
+
+    _, params, lake = _runtime()
+    kind = _enum_value(run_type)
+    trigger = describe_trigger(kind, form.get("reason"), asset_extras, dag_id, run_id)
+    if trigger["kind"] == "manual" and not (form.get("reason") or "").strip():
+        raise ConfigError("a manual retrain needs a reason (the `reason` field of the trigger form)")
+    last_complete = (reference.date() if reference else date.max) - timedelta(days=1)
+    as_of = latest_as_of(lake.curated_days(), last_complete)
+    window_days = int(form.get("window_days") or params.training.window_days)
+    recommended = next((e.get("recommended_window_days") for e in asset_extras if e.get("recommended_window_days")), None)
+    if trigger["kind"] == "drift" and recommended:
+        window_days = int(recommended)
+    info = prepare(params, lake, as_of, window_days, training_set_dir(lake, run_id), trigger)
+    return {"data_dir": info["dir"], "window": info["window"], "trigger": trigger,
+            "train_rows": info["train_rows"], "test_rows": info["test_rows"]}
+
+
+def retrain_validate(built: dict[str, Any]) -> dict[str, Any]:
+    from ctloop.retrain import validate_training_set
+
+    settings, params, _ = _runtime()
+    return validate_training_set(params, settings, Path(built["data_dir"]))
+
+
+def retrain_train(built: dict[str, Any], model: str | None, hyperparameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    from ctloop.retrain import train
+
+    settings, params, _ = _runtime()
+    return train(params, settings, Path(built["data_dir"]), model=model, hyperparameters=hyperparameters)
+
+
+def retrain_evaluate(trained: dict[str, Any]) -> dict[str, Any]:
+    from ctloop.retrain import evaluate
+
+    settings, params, _ = _runtime()
+    return evaluate(params, settings, Path(trained["data_dir"]), trained["version"], trained["run_id"])
+
+
+def retrain_gate(evaluated: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
+    from ctloop.retrain import gate
+
+    settings, params, _ = _runtime()
+    return gate(params, settings, Path(evaluated["evaluation"]), trained["run_id"]).to_dict()
+
+
+def retrain_promote(decision: dict[str, Any], form: dict[str, Any], trigger: dict[str, Any]) -> dict[str, Any] | None:
+    """None when the gate rejected and nothing was forced (the caller skips the task visibly)."""
+    from ctloop.retrain import promote_version
+
+    settings, params, _ = _runtime()
+    force = bool(form.get("force_promote"))
+    if not decision["passed"] and not force:
+        return None
+    reason = f"{trigger['kind']}: {trigger.get('reason') or ''}".strip()
+    return promote_version(params, settings, str(decision["challenger"]), reason, force=force and not decision["passed"],
+                           actor=f"airflow:{trigger.get('dag_id')}/{trigger.get('run_id')}",
+                           expected_champion=decision.get("champion"))

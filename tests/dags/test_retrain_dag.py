@@ -1,0 +1,79 @@
+"""``dag.test()`` of ctloop_retrain against a real MLflow SQLite store and real curated data."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+
+DAYS = [date(2026, 1, 5) + timedelta(days=i) for i in range(8)]
+
+
+@pytest.fixture
+def retrain_dag(airflow_db, use_params, ctloop_home: Path):  # type: ignore[no-untyped-def]
+    use_params(source={"rows_per_day": 500}, training={"min_rows": 1000, "window_days": 10})
+    from airflow.dag_processing.dagbag import DagBag
+
+    from ctloop.data.store import Lake
+    from ctloop.ingest import ingest_day
+    from ctloop.params import get_params
+    from ctloop.settings import get_settings
+    from ctloop.validation.context import open_context
+
+    settings, params = get_settings(), get_params()
+    context = open_context(settings)
+    for d in DAYS:
+        assert ingest_day(d, params, Lake(settings.lake_root), context).status == "curated"
+    dags = Path(__file__).resolve().parents[2] / "dags"
+    return DagBag(dag_folder=str(dags / "ctloop_retrain.py")).dags["ctloop_retrain"]
+
+
+def _states(run) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+
+
+def test_first_run_promotes_and_a_weaker_model_is_rejected(retrain_dag) -> None:  # type: ignore[no-untyped-def]
+    from ctloop.params import get_params
+    from ctloop.registry.mlflow_registry import configure_mlflow, registry_status
+    from ctloop.settings import get_settings
+
+    run = retrain_dag.test(run_conf={"reason": "first model"})
+    assert str(run.state) == "success", _states(run)
+    assert _states(run)["promote"] == "success"
+    client = configure_mlflow(get_settings())
+    name = get_params().training.registered_model
+    status = registry_status(client, name)
+    assert status["champion"]["version"] == "1"
+    mlflow_run = client.get_run(status["champion"]["run_id"])
+    assert mlflow_run.data.tags["ctloop.trigger"] == "manual"
+    assert mlflow_run.data.tags["ctloop.trigger_reason"] == "first model"
+    assert mlflow_run.data.tags["ctloop.airflow.dag_id"] == "ctloop_retrain"
+    assert mlflow_run.data.tags["ctloop.gate_passed"] == "true"
+    assert {"roc_auc", "f1_score", "log_loss", "brier_score", "precision_score", "recall_score"} <= set(mlflow_run.data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(mlflow_run.info.run_id)}
+    assert {"gate", "reference", "evaluation"} <= artifacts
+
+    weak = retrain_dag.test(run_conf={"reason": "try a stump", "model": "hist_gradient_boosting",
+                                      "hyperparameters": {"max_iter": 1, "max_depth": 1, "learning_rate": 0.01}})
+    states = _states(weak)
+    assert str(weak.state) == "success", states  # a rejection is a normal outcome
+    assert states["gate"] == "success" and states["promote"] == "skipped"
+    status = registry_status(client, name)
+    assert status["champion"]["version"] == "1", "the champion is untouched"
+    rejected = client.get_model_version(name, "2")
+    decision = json.loads(rejected.tags["ctloop.gate_decision"])
+    assert decision["passed"] is False and decision["champion"] == "1"
+    assert any("roc_auc" in r for r in decision["reasons"])
+
+
+def test_manual_run_without_reason_fails_and_trains_nothing(retrain_dag) -> None:  # type: ignore[no-untyped-def]
+    from ctloop.params import get_params
+    from ctloop.registry.mlflow_registry import configure_mlflow
+    from ctloop.settings import get_settings
+
+    run = retrain_dag.test(run_conf={"reason": "  "})
+    assert str(run.state) == "failed" and _states(run)["build_training_set"] == "failed"
+    client = configure_mlflow(get_settings())
+    assert client.search_registered_models(f"name = '{get_params().training.registered_model}'") == []

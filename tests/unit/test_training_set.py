@@ -32,7 +32,7 @@ def test_too_few_days_names_the_window() -> None:
 
 
 def test_latest_as_of_ignores_future_partitions() -> None:
-    assert latest_as_of(D[:5] + [D[10]], reference=D[7]) == D[5]
+    assert latest_as_of([*D[:5], D[10]], reference=D[7]) == D[5]
     with pytest.raises(InsufficientData):
         latest_as_of([D[10]], reference=D[5])
 
@@ -47,7 +47,7 @@ def _lake_with(tmp_path: Path, days: list[date], rows: int = 300, **spec: object
 def test_no_test_row_leaks_into_training(tmp_path: Path) -> None:
     lake = _lake_with(tmp_path, D[:10])
     params = PARAMS.model_copy(update={"training": PARAMS.training.model_copy(update={"min_rows": 100})})
-    train, test, w = build_training_set(lake, params, as_of=D[10], window_days=10)
+    train, test, _w = build_training_set(lake, params, as_of=D[10], window_days=10)
     assert set(train["ticket_id"]).isdisjoint(test["ticket_id"])
     assert train["created_at"].max() < test["created_at"].min()
     assert len(test) == 600 and len(train) == 2400
@@ -82,5 +82,5 @@ def test_pipeline_is_built_from_the_contract_and_survives_unseen_and_missing_val
 
 
 def test_unknown_model_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="training.model: unknown model 'random_forest'"):
+    with pytest.raises(ConfigError, match=r"training\.model: unknown model 'random_forest'"):
         build_pipeline(PARAMS.dataset, "random_forest")

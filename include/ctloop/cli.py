@@ -279,13 +279,13 @@ def docs(as_json: JsonFlag = False) -> None:
 
 @app.command()
 def demo(
-    days: Annotated[int, typer.Option(help="days to backfill")] = 14,
-    scenario: Annotated[str, typer.Option(help="simulator scenario for the traffic")] = "covariate_shift",
+    days: Annotated[int, typer.Option(help="days to backfill before the first retrain")] = 14,
+    extra_days: Annotated[int, typer.Option("--extra-days", help="days ingested before the second retrain")] = 7,
 ) -> None:
     """Run the main job on the embedded default through the real Airflow scheduler and print what happened."""
     from ctloop.demo import run_demo
 
-    run_demo(days=days, scenario=scenario)
+    run_demo(days=days, extra_days=extra_days)
 
 
 @airflow_app.command("up")

@@ -71,15 +71,64 @@ def summarise_days(lake_root: Path, days: list[date]) -> list[DayRow]:
     return rows
 
 
-def run_demo(days: int = 14, scenario: str = "covariate_shift", console: Console | None = None) -> list[DayRow]:
+def _print_days(console: Console, title: str, summary: list[DayRow], states: dict[str, str]) -> None:
+    table = Table(title=title)
+    for col in ("date", "rows", "validation", "where the data went", "DAG run", "why"):
+        table.add_column(col)
+    for row in summary:
+        table.add_row(row.day.isoformat(), str(row.rows), row.validation, row.location,
+                      states.get(row.day.isoformat(), "?"), row.reason)
+    console.print(table)
+
+
+def _backfill(airflow: Any, console: Console, settings: Settings, days: list[date], title: str) -> list[DayRow]:
+    console.print(f"backfilling ctloop_ingest {days[0]} .. {days[-1]} through the scheduler ...")
+    airflow.wait_for_backfill(airflow.backfill("ctloop_ingest", days[0].isoformat(), days[-1].isoformat()))
+    states = {r["logical_date"][:10]: r["state"] for r in airflow.dag_runs("ctloop_ingest")
+              if r["dag_run_id"].startswith("backfill")}
+    summary = summarise_days(settings.lake_root, days)
+    _print_days(console, title, summary, states)
+    return summary
+
+
+def _retrain(airflow: Any, console: Console, settings: Settings, reason: str) -> dict[str, Any]:
+    """Trigger ctloop_retrain through the REST API (as the UI form does) and report the gate's decision."""
+    from ctloop.params import load_params
+    from ctloop.registry.mlflow_registry import configure_mlflow
+
+    console.print(f"triggering ctloop_retrain (reason: {reason!r}) ...")
+    run_id = airflow.trigger("ctloop_retrain", conf={"reason": reason})
+    done = airflow.wait_for_runs("ctloop_retrain", 1, timeout=900, run_filter=run_id)
+    tasks = {t["task_id"]: t["state"] for t in airflow.task_instances("ctloop_retrain", run_id)}
+    client = configure_mlflow(settings)
+    name = load_params(settings.params).training.registered_model
+    versions = client.search_model_versions(f"name = '{name}'")
+    mine = [v for v in versions if v.tags.get("ctloop.airflow.run_id") == run_id]
+    result: dict[str, Any] = {"run_id": run_id, "state": done[0]["state"], "tasks": tasks}
+    if mine:
+        v = mine[0]
+        decision = json.loads(v.tags.get("ctloop.gate_decision", "{}"))
+        result |= {"version": v.version, "run": v.run_id, "decision": decision}
+        verdict = "[green]PROMOTE[/green]" if decision.get("passed") else "[red]REJECT[/red]"
+        console.print(f"gate on v{v.version} (vs champion {('v' + decision['champion']) if decision.get('champion') else 'none: floors only'}): {verdict}")
+        for reason_line in decision.get("reasons", []):
+            console.print(f"   - {reason_line}")
+        console.print(f"   promote task: {tasks.get('promote')}")
+    else:
+        console.print(f"[red]ctloop_retrain run {run_id} ended {done[0]['state']}: {tasks}[/red]")
+    return result
+
+
+def run_demo(days: int = 14, extra_days: int = 7, scenario: str = "covariate_shift",
+             console: Console | None = None) -> dict[str, Any]:
     from ctloop.airflow_runtime import LocalAirflow, free_port
     from ctloop.stores import init_stores
 
     console = console or Console(width=None if Console().is_terminal else 150)
     started = time.monotonic()
     base = get_settings()
-    calendar = [DEMO_START + timedelta(days=i) for i in range(days)]
-    incidents = {calendar[i].isoformat(): kind for i, kind in DEMO_INCIDENTS.items() if i < days}
+    calendar = [DEMO_START + timedelta(days=i) for i in range(days + extra_days)]
+    incidents = {calendar[i].isoformat(): kind for i, kind in DEMO_INCIDENTS.items() if i < len(calendar)}
     params_path = demo_params(base, DEMO_START, {"source": {"incidents": incidents}})
     settings = base.model_copy(update={"params": params_path, "schedule_end": calendar[-1]})
 
@@ -91,28 +140,37 @@ def run_demo(days: int = 14, scenario: str = "covariate_shift", console: Console
 
     airflow = LocalAirflow.from_settings(settings, port=free_port())
     console.print(f"starting Airflow (LocalExecutor, parallelism 4) on {airflow.base_url} ...")
+    report: dict[str, Any] = {}
     with airflow:
-        airflow.wait_for_dags(["ctloop_ingest"])
-        airflow.unpause("ctloop_ingest")
-        console.print(f"backfilling ctloop_ingest {calendar[0]} .. {calendar[-1]} through the scheduler ...")
-        backfill = airflow.backfill("ctloop_ingest", calendar[0].isoformat(), calendar[-1].isoformat())
-        airflow.wait_for_backfill(backfill)
-        runs = airflow.dag_runs("ctloop_ingest")
-        states = {r["logical_date"][:10]: r["state"] for r in runs if r["dag_run_id"].startswith("backfill")}
+        airflow.wait_for_dags(["ctloop_ingest", "ctloop_retrain"])
+        for dag_id in ("ctloop_ingest", "ctloop_retrain"):
+            airflow.unpause(dag_id)
+        report["first_days"] = _backfill(airflow, console, settings, calendar[:days],
+                                         f"ctloop_ingest: {days} days backfilled through the Airflow scheduler")
+        report["first_retrain"] = _retrain(airflow, console, settings, "demo: first model")
+        if extra_days:
+            report["more_days"] = _backfill(airflow, console, settings, calendar[days:],
+                                            f"ctloop_ingest: {extra_days} more days")
+            report["second_retrain"] = _retrain(airflow, console, settings, f"demo: {extra_days} new days of data")
 
-    summary = summarise_days(settings.lake_root, calendar)
-    table = Table(title=f"ctloop_ingest: {days} days backfilled through the Airflow scheduler")
-    for col in ("date", "rows", "validation", "where the data went", "DAG run", "why"):
-        table.add_column(col)
-    for row in summary:
-        table.add_row(row.day.isoformat(), str(row.rows), row.validation, row.location,
-                      states.get(row.day.isoformat(), "?"), row.reason)
-    console.print(table)
+    from ctloop.cli import status
     from ctloop.validation.context import open_context
 
+    console.rule("ctloop status")
+    status(as_json=False)
     open_context(settings).build_data_docs()
+    console.rule("where to look")
     console.print(f"Great Expectations Data Docs: {settings.data_docs_dir / 'index.html'}")
     console.print(f"lake: {settings.lake_root}   (raw/ is never modified; quarantine/ keeps each bad batch "
                   "with its validation.json)")
+    console.print(f"MLflow UI: .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri} "
+                  f"--default-artifact-root {settings.artifact_root} --port 5000   (then http://127.0.0.1:5000)")
+    last = report.get("second_retrain") or report.get("first_retrain") or {}
+    if last.get("run"):
+        from ctloop.registry.mlflow_registry import configure_mlflow
+
+        uri = configure_mlflow(settings).get_run(last["run"]).info.artifact_uri
+        console.print(f"evaluation plots (ROC, PR, calibration, confusion matrix) of v{last['version']}: {uri}")
+    console.print("Airflow UI while the loop runs: make up  (then http://127.0.0.1:8080, login printed)")
     console.print(f"demo finished in {time.monotonic() - started:.0f}s")
-    return summary
+    return report

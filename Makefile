@@ -1,6 +1,6 @@
 # ctloop: two commands. `make demo` and `make test` each do all set-up first.
 SHELL := /bin/bash
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 export CTLOOP_HOME ?= $(CURDIR)/.ctloop
@@ -17,7 +17,8 @@ export AIRFLOW_HOME := $(CTLOOP_HOME)/airflow
 .PHONY: setup demo test lint typecheck bench up down suite clean
 
 $(BIN)/python:
-	@command -v $(PYTHON) >/dev/null || { echo "ctloop needs Python 3.11 ($(PYTHON) not found)"; exit 2; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null || \
+	  { echo "ctloop needs Python 3.11 (found: $$($(PYTHON) --version 2>&1))"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 
 # install once per change of requirements.txt / pyproject.toml; uv when it can be had, pip otherwise

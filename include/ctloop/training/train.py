@@ -89,8 +89,9 @@ def train_challenger(train: pd.DataFrame, test: pd.DataFrame, window: dict[str, 
                                                  targets=contract.target), context="training")
         mlflow.log_input(mlflow.data.from_pandas(test, name=f"test{window['start']}_{window['end']}",
                                                  targets=contract.target), context="testing")
-        example = train[features].head(5)
-        signature = infer_signature(example, pipeline.predict_proba(example)[:, 1])
+        # numeric features as doubles: an integer column cannot carry a missing value at serving time
+        example = train[features].head(5).astype({c: "float64" for c in contract.numeric_features})
+        signature = infer_signature(example, pipeline.predict(example))
         started = time.perf_counter()
         info = mlflow.sklearn.log_model(
             pipeline, name="model", signature=signature, input_example=example,

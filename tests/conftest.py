@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -10,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from ctloop.airflow_runtime import telemetry_off_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,13 +26,10 @@ os.environ.update({
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_airflow_home / 'airflow.db'}",
     "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-    "DO_NOT_TRACK": "true",
-    "SCARF_ANALYTICS": "false",
-    "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DVC_NO_ANALYTICS": "1",
-    "GX_ANALYTICS_ENABLED": "false",
 })
+atexit.register(shutil.rmtree, _airflow_home, True)
+# the same telemetry switches every ctloop-started process gets (ctloop.airflow_runtime imports no Airflow)
+os.environ.update(telemetry_off_env())
 
 
 def write_params(path: Path, **overrides: dict) -> Path:

@@ -220,7 +220,12 @@ class LocalAirflow:
         import httpx
 
         headers = {"Authorization": f"Bearer {self.token()}"}
-        r = httpx.request(method, f"{self.base_url}/api/v2{path}", headers=headers, timeout=30, **kwargs)
+        # 503 is Airflow's "try again" (e.g. SQLite locked by the scheduler while a backfill is created)
+        for attempt in range(12):
+            r = httpx.request(method, f"{self.base_url}/api/v2{path}", headers=headers, timeout=30, **kwargs)
+            if r.status_code != 503:
+                break
+            time.sleep(min(0.5 * 2**attempt, 5))
         if r.status_code >= 400:
             raise AirflowRuntimeFailed(f"{method} /api/v2{path} -> {r.status_code}: {r.text[:500]}")
         return r.json() if r.content else None

@@ -81,6 +81,34 @@ def simulate_batch(
     typer.echo(f"{out}: {len(frame)} rows ({scenario})")
 
 
+@simulate_app.command("traffic")
+def simulate_traffic_cmd(
+    start: Annotated[str, typer.Option("--start", help="first day, YYYY-MM-DD")],
+    days: Annotated[int, typer.Option(help="number of days")] = 1,
+    scenario: Annotated[str, typer.Option(help="simulator scenario")] = "stable",
+    drift_start: Annotated[str | None, typer.Option("--drift-start", help="YYYY-MM-DD")] = None,
+    rows_per_day: Annotated[int, typer.Option("--rows-per-day")] = 2000,
+    label_delay_days: Annotated[int, typer.Option("--label-delay-days")] = 2,
+    label_fraction: Annotated[float, typer.Option("--label-fraction")] = 0.5,
+    as_json: JsonFlag = False,
+) -> None:
+    """Score simulated requests with @champion into the prediction log; labels arrive K days later."""
+    from ctloop.data.simulator import SCENARIOS
+    from ctloop.monitoring.traffic import TrafficSpec, simulate_traffic
+
+    if scenario not in SCENARIOS:
+        raise typer.BadParameter(f"unknown scenario {scenario!r}; expected one of {', '.join(SCENARIOS)}")
+    if not 0 <= label_fraction <= 1:
+        raise typer.BadParameter(f"--label-fraction must be within [0, 1], got {label_fraction}")
+    settings, params, lake = _runtime()
+    spec = TrafficSpec(date.fromisoformat(start), days, scenario,
+                       date.fromisoformat(drift_start) if drift_start else None, rows_per_day,
+                       label_delay_days, label_fraction)
+    out = simulate_traffic(spec, params, settings, lake)
+    _emit({"days": out}, as_json, "\n".join(f"{d['date']}: {d['rows']} requests scored by v{d['champion']}, "
+                                              f"{d['labels']} labels arrive {d['labels_arrive']}" for d in out))
+
+
 @suite_app.command("build")
 def suite_build(
     source: Annotated[Path, typer.Option("--from", help="reference data (Parquet or CSV)")],
@@ -264,6 +292,48 @@ def status(as_json: JsonFlag = False) -> None:
                       if v["gate"] else "-", t.get("promoted_at", v["created"]),
                       t.get("promoted_reason", t.get("trigger_reason", "")))
     Console(width=None if Console().is_terminal else 150).print(table)
+
+
+@app.command()
+def drift(
+    reference: Annotated[Path, typer.Option("--reference", help="reference Parquet file or directory")],
+    current: Annotated[Path, typer.Option("--current", help="current Parquet file or directory")],
+    report: Annotated[Path | None, typer.Option("--report", help="write Evidently's HTML report here")] = None,
+    fail_on_drift: Annotated[bool, typer.Option("--fail-on-drift", help="exit 1 when the dataset drifted")] = False,
+    columns: Annotated[str | None, typer.Option(help="comma-separated columns (default: the contract's features "
+                                                "present, else every column)")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Evidently data drift between two Parquet datasets of any size (bounded uniform samples)."""
+    import pyarrow.parquet as pq
+
+    from ctloop.monitoring.drift import drift_between_files, parquet_files
+    from ctloop.monitoring.monitor import drift_policy
+
+    _, params, _ = _runtime()
+    names = pq.ParquetFile(parquet_files(reference)[0]).schema_arrow.names
+    wanted = columns.split(",") if columns else ([c for c in params.dataset.features if c in names] or names)
+    result = drift_between_files(reference, current, params.dataset, drift_policy(params), wanted, report)
+    body = result.to_dict()
+    body.pop("share_threshold")
+    _emit(body, as_json, f"dataset drift: {result.dataset_drift} ({result.drift_share:.0%} of "
+                         f"{len(result.columns)} columns: {', '.join(result.drifted_columns) or 'none'})")
+    if fail_on_drift and result.dataset_drift:
+        raise typer.Exit(1)
+
+
+@app.command()
+def monitor(
+    day: Annotated[str, typer.Option("--date", help="the window, YYYY-MM-DD")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Assess one monitoring window outside Airflow (drift, labeled quality, the policy's decision)."""
+    from ctloop.monitoring.monitor import assess_window
+
+    settings, params, lake = _runtime()
+    summary = assess_window(lake, params, settings, date.fromisoformat(day))
+    d = summary["decision"]
+    _emit(summary, as_json, f"{day}: {d['status']} (trigger: {d['trigger']})\n  - " + "\n  - ".join(d["reasons"]))
 
 
 @app.command()

@@ -33,3 +33,7 @@ def retrain_defaults() -> dict[str, object]:
     """Defaults of the manual-trigger form, from params.yaml."""
     t = get_params().training
     return {"window_days": t.window_days, "model": t.model}
+
+
+def monitor_cron() -> str:
+    return get_params().monitoring.schedule

@@ -147,6 +147,28 @@ class GateSpec(_Strict):
     slices: SlicePolicy = SlicePolicy()
 
 
+class ColumnDriftRule(_Strict):
+    method: str | None = None
+    threshold: float | None = None
+
+
+class MonitoringSpec(_Strict):
+    schedule: str = "0 0 * * *"
+    experiment: str = "ctloop-monitoring"
+    min_rows: int = Field(default=500, ge=1)
+    sample_rows: int = Field(default=50_000, ge=1000)
+    drift_share: float = Field(default=0.5, gt=0, le=1)
+    max_unseen_share: float = Field(default=0.05, ge=0, le=1)
+    max_label_shift: float = Field(default=0.1, ge=0, le=1)
+    prediction_drift: bool = True
+    per_column: dict[str, ColumnDriftRule] = Field(default_factory=dict)
+    quality_metric: Literal["roc_auc", "f1_score", "accuracy_score"] = "roc_auc"
+    max_quality_drop: float = Field(default=0.05, ge=0)
+    min_labeled_rows: int = Field(default=300, ge=1)
+    cooldown_hours: float = Field(default=48, ge=0)
+    min_drift_days: int = Field(default=3, ge=1)
+
+
 class Params(_Strict):
     dataset: DatasetSpec
     source: SourceSpec = SourceSpec()
@@ -154,6 +176,7 @@ class Params(_Strict):
     schedule: ScheduleSpec = ScheduleSpec()
     training: TrainingSpec
     gate: GateSpec
+    monitoring: MonitoringSpec = MonitoringSpec()
 
 
 def _format_error(path: Path, err: ValidationError) -> str:

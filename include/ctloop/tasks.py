@@ -68,6 +68,10 @@ def retrain_build(run_type: Any, form: dict[str, Any], asset_extras: list[dict[s
     if trigger["kind"] == "manual" and not (form.get("reason") or "").strip():
         raise ConfigError("a manual retrain needs a reason (the `reason` field of the trigger form)")
     last_complete = (reference.date() if reference else date.max) - timedelta(days=1)
+    # a drift-triggered run trains on data up to the drifted window, not on anything after it
+    drift_as_of = next((e.get("as_of") for e in asset_extras if e.get("as_of")), None)
+    if trigger["kind"] == "drift" and drift_as_of:
+        last_complete = min(last_complete, date.fromisoformat(drift_as_of) - timedelta(days=1))
     as_of = latest_as_of(lake.curated_days(), last_complete)
     window_days = int(form.get("window_days") or params.training.window_days)
     recommended = next((e.get("recommended_window_days") for e in asset_extras if e.get("recommended_window_days")), None)
@@ -118,3 +122,40 @@ def retrain_promote(decision: dict[str, Any], form: dict[str, Any], trigger: dic
     return promote_version(params, settings, str(decision["challenger"]), reason, force=force and not decision["passed"],
                            actor=f"airflow:{trigger.get('dag_id')}/{trigger.get('run_id')}",
                            expected_champion=decision.get("champion"))
+
+
+def monitor_collect(interval_start: datetime | str) -> dict[str, Any]:
+    from ctloop.monitoring.monitor import collect_window
+
+    _, params, lake = _runtime()
+    return collect_window(lake, params, _day(interval_start))
+
+
+def monitor_drift(interval_start: datetime | str) -> dict[str, Any]:
+    from ctloop.monitoring.monitor import measure_drift
+
+    settings, params, lake = _runtime()
+    return measure_drift(lake, params, settings, _day(interval_start))
+
+
+def monitor_quality(interval_start: datetime | str) -> dict[str, Any]:
+    from ctloop.monitoring.monitor import measure_quality
+
+    settings, params, lake = _runtime()
+    return measure_quality(lake, params, settings, _day(interval_start))
+
+
+def monitor_decide(interval_start: datetime | str, collected: dict[str, Any], drift: dict[str, Any],
+                   quality: dict[str, Any], retrains_in_flight: int) -> dict[str, Any]:
+    from ctloop.monitoring.monitor import decide_window
+
+    settings, params, lake = _runtime()
+    summary = decide_window(lake, params, settings, _day(interval_start), collected, drift, quality, retrains_in_flight)
+    return {"window": summary["window"], "decision": summary["decision"], "report": summary["report"],
+            "champion": summary["champion"]}
+
+
+def monitor_event_extra(summary: dict[str, Any]) -> dict[str, Any]:
+    from ctloop.monitoring.monitor import drift_event_extra
+
+    return drift_event_extra(summary)

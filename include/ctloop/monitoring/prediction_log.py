@@ -1,0 +1,98 @@
+"""The prediction log and delayed labels: the contract ``ctloop serve`` and ``ctloop simulate traffic`` write
+and ``ctloop_monitor`` reads.
+
+- ``predictions/dt=YYYY-MM-DD/hour=HH/*.parquet``: ``request_id``, ``ts``, ``model_name``, ``model_version``,
+  ``route`` (champion/canary/shadow), every feature as received, ``prediction``, ``score``, ``latency_ms``.
+- ``labels/dt=YYYY-MM-DD/*.parquet`` (``dt`` = the day the labels arrived): ``request_id``, ``label``,
+  ``labeled_at``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ctloop.errors import DataUnreadable, SchemaError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ctloop.data.store import Lake
+    from ctloop.params import DatasetSpec
+
+LOG_COLUMNS = ("request_id", "ts", "model_name", "model_version", "route")
+OUTCOME_COLUMNS = ("prediction", "score", "latency_ms")
+LABEL_COLUMNS = ("request_id", "label", "labeled_at")
+
+
+def expected_log_columns(contract: DatasetSpec) -> list[str]:
+    return [*LOG_COLUMNS, *contract.features, *OUTCOME_COLUMNS]
+
+
+def write_predictions(lake: Lake, frame: pd.DataFrame, name: str) -> list[Path]:
+    """Write one file per hour partition under ``predictions/dt=…/hour=…/<name>.parquet`` (a re-run with the
+    same name replaces its files: no duplicates)."""
+    written = []
+    ts = frame["ts"]
+    for (day, hour), part in frame.groupby([ts.dt.date, ts.dt.hour], sort=True):
+        target = lake.partition("predictions", day) / f"hour={hour:02d}" / f"{name}.parquet"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".parquet.tmp")
+        part.to_parquet(tmp, index=False)
+        tmp.replace(target)
+        written.append(target)
+    return written
+
+
+def write_labels(lake: Lake, labels: pd.DataFrame, name: str) -> list[Path]:
+    written = []
+    for day, part in labels.groupby(labels["labeled_at"].dt.date, sort=True):
+        target = lake.partition("labels", day) / f"{name}.parquet"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        part.to_parquet(target, index=False)
+        written.append(target)
+    return written
+
+
+def prediction_files(lake: Lake, day: date) -> list[Path]:
+    part = lake.partition("predictions", day)
+    return sorted(part.glob("hour=*/*.parquet")) if part.exists() else []
+
+
+def read_predictions(lake: Lake, day: date, contract: DatasetSpec) -> pd.DataFrame:
+    """The day's logged predictions; a corrupt or schema-changed file fails naming the partition file."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    expected = expected_log_columns(contract)
+    frames = []
+    for f in prediction_files(lake, day):
+        try:
+            names = pq.ParquetFile(f).schema_arrow.names
+        except (pa.ArrowException, OSError) as e:
+            raise DataUnreadable(f"{f}: unreadable prediction log partition: {e}") from e
+        missing = [c for c in expected if c not in names]
+        if missing:
+            raise SchemaError(f"{f}: prediction log partition lacks column {missing[0]!r} "
+                              f"(expected {', '.join(expected)})")
+        frames.append(pd.read_parquet(f, columns=expected))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=expected)
+
+
+def labels_arrived(lake: Lake, until: date) -> pd.DataFrame:
+    """Every label that arrived on or before ``until``."""
+    import pandas as pd
+
+    base = lake.root / "labels"
+    files = sorted(p for d in (base.iterdir() if base.exists() else []) if d.name.startswith("dt=")
+                   and date.fromisoformat(d.name[3:]) <= until for p in d.glob("*.parquet"))
+    if not files:
+        return pd.DataFrame(columns=list(LABEL_COLUMNS))
+    return pd.concat([pd.read_parquet(f, columns=list(LABEL_COLUMNS)) for f in files], ignore_index=True)
+
+
+def window_bounds(day: date) -> tuple[datetime, datetime]:
+    start = datetime.combine(day, time(0), tzinfo=UTC)
+    return start, start + timedelta(days=1)

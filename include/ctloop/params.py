@@ -156,7 +156,7 @@ class MonitoringSpec(_Strict):
     schedule: str = "0 0 * * *"
     experiment: str = "ctloop-monitoring"
     min_rows: int = Field(default=500, ge=1)
-    sample_rows: int = Field(default=50_000, ge=1000)
+    sample_rows: int = Field(default=20_000, ge=1000)
     drift_share: float = Field(default=0.5, gt=0, le=1)
     max_unseen_share: float = Field(default=0.05, ge=0, le=1)
     max_label_shift: float = Field(default=0.1, ge=0, le=1)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class DriftPolicy:
     drift_share: float = 0.5
-    sample_rows: int = 50_000
+    sample_rows: int = 20_000
     seed: int = 0
     per_column_method: dict[str, str] = field(default_factory=dict)
     per_column_threshold: dict[str, float] = field(default_factory=dict)

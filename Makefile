@@ -33,8 +33,9 @@ $(VENV)/.installed: requirements.txt pyproject.toml | $(BIN)/python
 setup: $(VENV)/.installed
 	@$(BIN)/ctloop init
 
+SCENARIO ?= covariate_shift
 demo: setup
-	$(BIN)/ctloop demo
+	$(BIN)/ctloop demo --scenario $(SCENARIO)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

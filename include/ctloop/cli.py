@@ -276,22 +276,10 @@ def status(as_json: JsonFlag = False) -> None:
         _emit(st, True, "")
         return
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title=f"registered model {st['model']}")
-    for col in ("alias", "version", "roc_auc", "f1", "brier", "gate", "since", "why"):
-        table.add_column(col)
-    for alias in ("champion", "challenger", "previous"):
-        v = st[alias]
-        if v is None:
-            table.add_row(alias, "-", "", "", "", "", "", "")
-            continue
-        m, t = v["metrics"], v["tags"]
-        table.add_row(alias, v["version"], str(m.get("roc_auc", "")), str(m.get("f1_score", "")),
-                      str(m.get("brier_score", "")), {True: "passed", False: "REJECTED"}.get(v["gate"]["passed"], "-")
-                      if v["gate"] else "-", t.get("promoted_at", v["created"]),
-                      t.get("promoted_reason", t.get("trigger_reason", "")))
-    Console(width=None if Console().is_terminal else 150).print(table)
+    from ctloop.status_view import status_table
+
+    Console(width=None if Console().is_terminal else 150).print(status_table(st))
 
 
 @app.command()
@@ -351,11 +339,17 @@ def docs(as_json: JsonFlag = False) -> None:
 def demo(
     days: Annotated[int, typer.Option(help="days to backfill before the first retrain")] = 14,
     extra_days: Annotated[int, typer.Option("--extra-days", help="days ingested before the second retrain")] = 7,
+    scenario: Annotated[str, typer.Option(help="what happens in production: covariate_shift, concept_shift, "
+                                          "label_shift, upstream_bug, new_category, stable, seasonal")] = "covariate_shift",
+    production_days: Annotated[int, typer.Option("--production-days", help="days of monitored traffic")] = 14,
 ) -> None:
     """Run the main job on the embedded default through the real Airflow scheduler and print what happened."""
+    from ctloop.data.simulator import SCENARIOS
     from ctloop.demo import run_demo
 
-    run_demo(days=days, extra_days=extra_days)
+    if scenario not in SCENARIOS or scenario == "schema_break":
+        raise typer.BadParameter(f"unknown scenario {scenario!r}")
+    run_demo(days=days, extra_days=extra_days, scenario=scenario, production_days=production_days)
 
 
 @airflow_app.command("up")

@@ -8,6 +8,7 @@ the real clock adds no runs.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -30,7 +31,7 @@ def demo_params(settings: Settings, start: date, overrides: dict[str, Any]) -> P
     base = yaml.safe_load(settings.params.read_text())
     for section, values in overrides.items():
         base.setdefault(section, {}).update(values)
-    out = settings.home / "demo" / "params.yaml"
+    out = settings.home / "demo" / "params.yaml"  # inside the demo's own home
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(base, sort_keys=False))
     return out
@@ -119,18 +120,86 @@ def _retrain(airflow: Any, console: Console, settings: Settings, reason: str) ->
     return result
 
 
-def run_demo(days: int = 14, extra_days: int = 7, scenario: str = "covariate_shift",
-             console: Console | None = None) -> dict[str, Any]:
+def _wait_for_drift_retrain(airflow: Any, known: set[str], timeout: float = 900) -> dict[str, Any] | None:
+    """After a drift event, wait for the asset-triggered ctloop_retrain run to appear and finish."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        new = [r for r in airflow.dag_runs("ctloop_retrain") if r["dag_run_id"] not in known]
+        if new and all(r["state"] in ("success", "failed") for r in new):
+            return dict(new[-1])
+        time.sleep(1)
+    return None
+
+
+def _production(airflow: Any, console: Console, settings: Settings, days: list[date], scenario: str,
+                drift_start: date) -> list[dict[str, Any]]:
+    """Each day: requests scored by the champion of that day, then that day's monitor run through the
+    scheduler; a drift event schedules ctloop_retrain, which the next day's traffic waits for."""
+    from ctloop.data.store import Lake
+    from ctloop.monitoring.traffic import TrafficSpec, simulate_traffic
+    from ctloop.params import load_params
+    from ctloop.registry.mlflow_registry import configure_mlflow
+
+    params = load_params(settings.params)
+    lake = Lake(settings.lake_root)
+    client = configure_mlflow(settings)
+    rows = []
+    for day in days:
+        simulate_traffic(TrafficSpec(day, 1, scenario, drift_start, rows_per_day=params.source.rows_per_day,
+                                     label_delay_days=2, label_fraction=0.5), params, settings, lake)
+        known = {r["dag_run_id"] for r in airflow.dag_runs("ctloop_retrain")}
+        airflow.wait_for_backfill(airflow.backfill("ctloop_monitor", day.isoformat(), day.isoformat(), 1))
+        summary = json.loads((lake.root / "reports" / "monitor" / f"dt={day}" / "summary.json").read_text())
+        decision = summary["decision"]
+        row = {"date": day.isoformat(), "rows": summary["rows"], "drift_share": summary["drift_share"],
+               "drifted": ", ".join(summary["drifted_columns"] or []), "champion": summary["champion"],
+               "quality": summary["quality"], "quality_window": summary["quality_window"],
+               "status": decision["status"], "retrain": ""}
+        if decision["trigger"]:
+            run = _wait_for_drift_retrain(airflow, known)
+            name = params.training.registered_model
+            champion = client.get_model_version_by_alias(name, "champion").version
+            row["retrain"] = (f"drift -> retrain {run['state'] if run else 'not finished'}; champion v{champion}: "
+                              f"{'; '.join(decision['reasons'])[:120]}")
+        rows.append(row)
+        console.print(f"  {day}: {decision['status']:<17} drift share {_pct(summary['drift_share'])}  "
+                      f"champion v{summary['champion']}  labeled quality {_num(summary['quality'])}"
+                      + (f"  -> {row['retrain']}" if row["retrain"] else ""))
+    return rows
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0%}"
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def run_demo(days: int = 14, extra_days: int = 7, scenario: str = "covariate_shift", production_days: int = 14,
+             drift_day: int = 7, console: Console | None = None) -> dict[str, Any]:
     from ctloop.airflow_runtime import LocalAirflow, free_port
     from ctloop.stores import init_stores
 
     console = console or Console(width=None if Console().is_terminal else 150)
     started = time.monotonic()
     base = get_settings()
-    calendar = [DEMO_START + timedelta(days=i) for i in range(days + extra_days)]
+    # the demo lives in its own home under CTLOOP_HOME and starts from scratch each time
+    demo_home = base.home / "demo"
+    if demo_home.exists():
+        from ctloop.airflow_runtime import LocalAirflow as _Airflow
+
+        _Airflow.from_settings(Settings(home=demo_home, project_dir=base.project_dir)).stop_detached()
+        shutil.rmtree(demo_home)
+    calendar = [DEMO_START + timedelta(days=i) for i in range(days + extra_days + production_days)]
+    production = calendar[days + extra_days:]
+    drift_start = production[min(drift_day, len(production) - 1)] if production else calendar[-1]
     incidents = {calendar[i].isoformat(): kind for i, kind in DEMO_INCIDENTS.items() if i < len(calendar)}
-    params_path = demo_params(base, DEMO_START, {"source": {"incidents": incidents}})
-    settings = base.model_copy(update={"params": params_path, "schedule_end": calendar[-1]})
+    # the world the data comes from: the scenario starts on production day `drift_day`
+    params_path = demo_params(base, DEMO_START, {"source": {"incidents": incidents, "scenario": scenario,
+                                                            "drift_start": drift_start.isoformat()}})
+    settings = Settings(home=demo_home, params=params_path, project_dir=base.project_dir, gx_dir=base.gx_dir,
+                        lake=None, mlflow_tracking_uri=None, mlflow_artifact_root=None, schedule_end=calendar[-1])
 
     console.rule("[bold]ctloop demo")
     console.print(f"CTLOOP_HOME  {settings.home}")
@@ -142,22 +211,40 @@ def run_demo(days: int = 14, extra_days: int = 7, scenario: str = "covariate_shi
     console.print(f"starting Airflow (LocalExecutor, parallelism 4) on {airflow.base_url} ...")
     report: dict[str, Any] = {}
     with airflow:
-        airflow.wait_for_dags(["ctloop_ingest", "ctloop_retrain"])
-        for dag_id in ("ctloop_ingest", "ctloop_retrain"):
+        airflow.wait_for_dags(["ctloop_ingest", "ctloop_retrain", "ctloop_monitor"])
+        for dag_id in ("ctloop_ingest", "ctloop_retrain", "ctloop_monitor"):
             airflow.unpause(dag_id)
         report["first_days"] = _backfill(airflow, console, settings, calendar[:days],
                                          f"ctloop_ingest: {days} days backfilled through the Airflow scheduler")
         report["first_retrain"] = _retrain(airflow, console, settings, "demo: first model")
         if extra_days:
-            report["more_days"] = _backfill(airflow, console, settings, calendar[days:],
+            report["more_days"] = _backfill(airflow, console, settings, calendar[days:days + extra_days],
                                             f"ctloop_ingest: {extra_days} more days")
             report["second_retrain"] = _retrain(airflow, console, settings, f"demo: {extra_days} new days of data")
+        if production:
+            console.rule(f"production: {len(production)} days of traffic, scenario {scenario} from {drift_start}")
+            _backfill(airflow, console, settings, production, "ctloop_ingest: the production days' labeled data")
+            report["production"] = _production(airflow, console, settings, production, scenario, drift_start)
+            table = Table(title=f"ctloop_monitor: one window per day (scenario {scenario} from {drift_start})")
+            for col in ("date", "rows", "drift share", "drifted columns", "champion", "labeled quality",
+                        "decision", "retrain"):
+                table.add_column(col)
+            for r in report["production"]:
+                table.add_row(r["date"], str(r["rows"]), _pct(r["drift_share"]), r["drifted"], f"v{r['champion']}",
+                              f"{_num(r['quality'])}" + (f" ({r['quality_window']})" if r["quality_window"] else ""),
+                              r["status"], r["retrain"])
+            console.print(table)
+            console.print(f"Evidently reports: {settings.lake_root / 'reports' / 'monitor'}/dt=*/report.html; "
+                          "headline figures per window in the MLflow experiment 'ctloop-monitoring'")
 
-    from ctloop.cli import status
+    from ctloop.params import load_params
+    from ctloop.registry.mlflow_registry import configure_mlflow, registry_status
+    from ctloop.status_view import status_table
     from ctloop.validation.context import open_context
 
     console.rule("ctloop status")
-    status(as_json=False)
+    console.print(status_table(registry_status(configure_mlflow(settings),
+                                               load_params(settings.params).training.registered_model)))
     open_context(settings).build_data_docs()
     console.rule("where to look")
     console.print(f"Great Expectations Data Docs: {settings.data_docs_dir / 'index.html'}")
@@ -171,6 +258,7 @@ def run_demo(days: int = 14, extra_days: int = 7, scenario: str = "covariate_shi
 
         uri = configure_mlflow(settings).get_run(last["run"]).info.artifact_uri
         console.print(f"evaluation plots (ROC, PR, calibration, confusion matrix) of v{last['version']}: {uri}")
-    console.print("Airflow UI while the loop runs: make up  (then http://127.0.0.1:8080, login printed)")
+    console.print(f"browse this demo in the Airflow UI: CTLOOP_HOME={demo_home} CTLOOP_PARAMS={params_path} make up "
+                  "(then http://127.0.0.1:8080, login printed)")
     console.print(f"demo finished in {time.monotonic() - started:.0f}s")
     return report

@@ -62,3 +62,42 @@ def test_ingest_then_retrain_promotes_a_champion(loop_airflow) -> None:  # type:
     window = json.loads(Path(client.download_artifacts(champion.run_id, "reference/window.json")).read_text())
     assert "2026-01-07" not in window["train_days"] + window["test_days"], "the quarantined day is never trained on"
     assert window["test_days"] == ["2026-01-10"]
+
+
+def test_drift_window_triggers_retrain_through_the_asset(loop_airflow) -> None:  # type: ignore[no-untyped-def]
+    """Runs after the champion exists (same module, same Airflow)."""
+    from ctloop.data.store import Lake
+    from ctloop.monitoring.traffic import TrafficSpec, simulate_traffic
+    from ctloop.params import load_params
+
+    airflow, settings = loop_airflow
+    params = load_params(settings.params)
+    drift_day = date(2026, 1, 12)
+    simulate_traffic(TrafficSpec(drift_day, 1, "covariate_shift", drift_day, rows_per_day=1000), params, settings,
+                     Lake(settings.lake_root))
+    before = {r["dag_run_id"] for r in airflow.dag_runs("ctloop_retrain")}
+    airflow.unpause("ctloop_monitor")
+    airflow.wait_for_backfill(airflow.backfill("ctloop_monitor", drift_day.isoformat(), drift_day.isoformat(), 1))
+    [monitor_run] = airflow.dag_runs("ctloop_monitor")
+    tasks = {t["task_id"]: t["state"] for t in airflow.task_instances("ctloop_monitor", monitor_run["dag_run_id"])}
+    assert tasks["emit_drift_event"] == "success", tasks
+
+    import time
+
+    deadline = time.monotonic() + 600
+    new: list[dict] = []
+    while time.monotonic() < deadline:
+        new = [r for r in airflow.dag_runs("ctloop_retrain") if r["dag_run_id"] not in before]
+        if new and new[0]["state"] in ("success", "failed"):
+            break
+        time.sleep(2)
+    assert new, "the drift Asset event created a ctloop_retrain run"
+    assert new[0]["run_type"] == "asset_triggered" and new[0]["state"] == "success", new[0]
+
+    client, name = _mlflow(settings)
+    version = max(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
+    tags = client.get_run(version.run_id).data.tags
+    assert tags["ctloop.trigger"] == "drift"
+    assert "data drift" in tags["ctloop.trigger_reason"] and "product_area" in tags["ctloop.trigger_reason"]
+    details = json.loads(tags["ctloop.trigger_details"])
+    assert details["window"] == drift_day.isoformat() and Path(details["report"]).exists()

@@ -80,3 +80,8 @@ def test_drift_start_and_recommended_window() -> None:
     assert d.estimated_drift_start == W - timedelta(days=3) and d.recommended_window_days == 4
     fresh = decide(ev(drift_share=0.5), POLICY)
     assert fresh.estimated_drift_start == W and fresh.recommended_window_days is None  # too little drifted data yet
+
+
+def test_label_evidence_dates_the_drift_at_the_labeled_window() -> None:
+    d = decide(ev(quality=0.6, reference_quality=0.84, labeled_rows=900, quality_window=W - timedelta(days=2)), POLICY)
+    assert d.trigger and d.estimated_drift_start == W - timedelta(days=2) and d.recommended_window_days == 3

@@ -101,6 +101,8 @@ def decide(ev: WindowEvidence, policy: MonitorPolicy, last_trigger_window: date 
         return DriftDecision(ev.window, "no_drift", False, notes)
 
     start = _drift_start(ev.window, drift_history or [])
+    if ev.quality_window is not None and any(r.startswith(("quality drop", "label shift")) for r in reasons):
+        start = min(start, ev.quality_window)  # label evidence is late: the drift began at the labeled window
     days_since = (ev.window - start).days + 1
     recommended = days_since if days_since >= policy.min_drift_days else None
     base = {"drifted_columns": list(ev.drifted_columns), "recommended_window_days": recommended,

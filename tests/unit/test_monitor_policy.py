@@ -85,3 +85,18 @@ def test_drift_start_and_recommended_window() -> None:
 def test_label_evidence_dates_the_drift_at_the_labeled_window() -> None:
     d = decide(ev(quality=0.6, reference_quality=0.84, labeled_rows=900, quality_window=W - timedelta(days=2)), POLICY)
     assert d.trigger and d.estimated_drift_start == W - timedelta(days=2) and d.recommended_window_days == 3
+
+
+def test_labeled_quality_uses_evidently_and_matches_the_definition() -> None:
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
+    from ctloop.monitoring.monitor import quality_of
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 1000)
+    score = np.clip(0.35 * y + 0.65 * rng.random(1000), 0, 1)
+    joined = pd.DataFrame({"label": y, "score": score, "prediction": (score >= 0.5).astype(int)})
+    assert abs(quality_of("roc_auc", joined) - roc_auc_score(y, score)) < 1e-9
+    assert abs(quality_of("accuracy_score", joined) - accuracy_score(y, joined["prediction"])) < 1e-9

@@ -80,14 +80,19 @@ def unseen_shares(reference: pd.DataFrame, current: pd.DataFrame, categorical: l
 
 
 def quality_of(metric: str, joined: pd.DataFrame) -> float:
-    from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+    """The champion's quality on labeled requests, with Evidently's classification metrics."""
+    import os
 
-    y = joined["label"].astype(int)
-    if metric == "roc_auc":
-        return float(roc_auc_score(y, joined[SCORE]))
-    if metric == "f1_score":
-        return float(f1_score(y, joined["prediction"]))
-    return float(accuracy_score(y, joined["prediction"]))
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    from evidently import BinaryClassification, DataDefinition, Dataset, Report
+    from evidently.metrics import Accuracy, F1Score, RocAuc
+
+    frame = joined[["label", SCORE, "prediction"]].astype({"label": "int64", "prediction": "int64"})
+    definition = DataDefinition(classification=[BinaryClassification(
+        target="label", prediction_probas=SCORE, prediction_labels="prediction")])
+    evidently_metric = {"roc_auc": RocAuc, "f1_score": F1Score, "accuracy_score": Accuracy}[metric]()
+    snapshot = Report([evidently_metric]).run(Dataset.from_pandas(frame, data_definition=definition), None)
+    return float(snapshot.dict()["metrics"][0]["value"])
 
 
 def labeled_quality(lake: Lake, params: Params, window: date, champion_version: str) -> dict[str, Any]:

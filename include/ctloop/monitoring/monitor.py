@@ -10,9 +10,9 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ctloop.monitoring.drift import DriftPolicy, column_kinds, detect_drift
+from ctloop.monitoring.drift import DriftPolicy, column_kinds, detect_drift, sample_parquet
 from ctloop.monitoring.policy import DriftDecision, MonitorPolicy, WindowEvidence, decide
-from ctloop.monitoring.prediction_log import labels_arrived, prediction_files, read_predictions
+from ctloop.monitoring.prediction_log import labels_arrived, log_rows, prediction_files, read_predictions
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,14 +47,11 @@ def champion_reference(settings: Settings, params: Params) -> dict[str, Any]:
     """The champion's version, reference sample (training rows with the model's scores) and test quality."""
     import pandas as pd
 
-    from ctloop.errors import RegistryError
-    from ctloop.registry.mlflow_registry import CHAMPION, alias_version, configure_mlflow
+    from ctloop.registry.mlflow_registry import configure_mlflow, require_champion
 
     client = configure_mlflow(settings)
     name = params.training.registered_model
-    version = alias_version(client, name, CHAMPION)
-    if version is None:
-        raise RegistryError(f"model {name!r} has no @champion: nothing to monitor against")
+    version = require_champion(client, name)
     run_id = client.get_model_version(name, version).run_id
     cache = settings.home / "cache" / "reference" / f"{name}-v{version}.parquet"
     if not cache.exists():
@@ -131,28 +128,31 @@ def drift_history(lake: Lake, before: date, days: int = 30) -> tuple[list[date],
 
 
 def collect_window(lake: Lake, params: Params, window: date) -> dict[str, Any]:
-    """Check the window's partition: rows and files (a corrupt or schema-changed file raises, naming it)."""
+    """Check the window's partition from Parquet metadata only: rows and files (a corrupt or schema-changed
+    file raises, naming it)."""
     files = prediction_files(lake, window)
-    current = read_predictions(lake, window, params.dataset)
+    rows = log_rows(files, params.dataset)
     labels = labels_arrived(lake, window)
-    return {"window": window.isoformat(), "rows": len(current), "partition_exists": bool(files),
+    return {"window": window.isoformat(), "rows": rows, "partition_exists": bool(files),
             "files": len(files), "labels_arrived": len(labels)}
 
 
 def measure_drift(lake: Lake, params: Params, settings: Settings, window: date) -> dict[str, Any]:
     """Data drift of every feature and prediction drift against the champion's reference sample."""
     contract = params.dataset
-    current = read_predictions(lake, window, contract)
     out = report_dir(lake, window)
     out.mkdir(parents=True, exist_ok=True)
     champion = champion_reference(settings, params)
-    result: dict[str, Any] = {"champion": champion["version"], "rows": len(current), "drift": None}
-    if len(current) < params.monitoring.min_rows:
+    rows = log_rows(prediction_files(lake, window), contract)
+    result: dict[str, Any] = {"champion": champion["version"], "rows": rows, "drift": None}
+    if rows < params.monitoring.min_rows:
         return result
-    sample = current.sample(min(len(current), params.monitoring.sample_rows), random_state=0)
+    # a bounded uniform sample read row group by row group: memory stays flat however big the window
+    sample, _ = sample_parquet(lake.partition("predictions", window), [*contract.features, SCORE],
+                               params.monitoring.sample_rows)
     numerical, categorical = column_kinds(sample, contract, contract.features)
     drift = detect_drift(champion["sample"], sample, [*numerical, SCORE], categorical, drift_policy(params),
-                         rows={"reference": len(champion["sample"]), "current": len(current)},
+                         rows={"reference": len(champion["sample"]), "current": rows},
                          report=out / "report.html")
     features = {c: d for c, d in drift.columns.items() if c != SCORE}
     drifted = sorted(c for c, d in features.items() if d.drift)

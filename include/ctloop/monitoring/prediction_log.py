@@ -60,24 +60,35 @@ def prediction_files(lake: Lake, day: date) -> list[Path]:
     return sorted(part.glob("hour=*/*.parquet")) if part.exists() else []
 
 
-def read_predictions(lake: Lake, day: date, contract: DatasetSpec) -> pd.DataFrame:
-    """The day's logged predictions; a corrupt or schema-changed file fails naming the partition file."""
-    import pandas as pd
+def log_rows(files: list[Path], contract: DatasetSpec) -> int:
+    """Rows in prediction-log files, from their Parquet footers; a corrupt or schema-changed file fails
+    naming the file (and the missing column)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     expected = expected_log_columns(contract)
-    frames = []
-    for f in prediction_files(lake, day):
+    rows = 0
+    for f in files:
         try:
-            names = pq.ParquetFile(f).schema_arrow.names
+            meta = pq.ParquetFile(f)
         except (pa.ArrowException, OSError) as e:
             raise DataUnreadable(f"{f}: unreadable prediction log partition: {e}") from e
-        missing = [c for c in expected if c not in names]
+        missing = [c for c in expected if c not in meta.schema_arrow.names]
         if missing:
             raise SchemaError(f"{f}: prediction log partition lacks column {missing[0]!r} "
                               f"(expected {', '.join(expected)})")
-        frames.append(pd.read_parquet(f, columns=expected))
+        rows += meta.metadata.num_rows
+    return rows
+
+
+def read_predictions(lake: Lake, day: date, contract: DatasetSpec) -> pd.DataFrame:
+    """The day's logged predictions (checked by :func:`log_rows` first)."""
+    import pandas as pd
+
+    files = prediction_files(lake, day)
+    log_rows(files, contract)
+    expected = expected_log_columns(contract)
+    frames = [pd.read_parquet(f, columns=expected) for f in files]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=expected)
 
 

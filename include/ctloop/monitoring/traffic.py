@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
-from ctloop.errors import RegistryError
 from ctloop.monitoring.prediction_log import write_labels, write_predictions
 
 if TYPE_CHECKING:
@@ -35,13 +34,10 @@ class TrafficSpec:
 def load_champion(settings: Settings, params: Params) -> tuple[str, Any]:
     import mlflow
 
-    from ctloop.registry.mlflow_registry import CHAMPION, alias_version, configure_mlflow
+    from ctloop.registry.mlflow_registry import configure_mlflow, require_champion
 
-    client = configure_mlflow(settings)
     name = params.training.registered_model
-    version = alias_version(client, name, CHAMPION)
-    if version is None:
-        raise RegistryError(f"model {name!r} has no @champion yet: run ctloop_retrain first")
+    version = require_champion(configure_mlflow(settings), name)
     return version, mlflow.sklearn.load_model(f"models:/{name}/{version}")
 
 

@@ -61,6 +61,14 @@ def alias_version(client: MlflowClient, model: str, alias: str) -> str | None:
         return None
 
 
+def require_champion(client: MlflowClient, model: str) -> str:
+    """The ``@champion`` version, or a RegistryError saying there is none yet."""
+    version = alias_version(client, model, CHAMPION)
+    if version is None:
+        raise RegistryError(f"model {model!r} has no @champion yet: run ctloop_retrain first")
+    return version
+
+
 @contextlib.contextmanager
 def registry_lock(settings: Settings, model: str) -> Iterator[None]:
     path = settings.home / "locks" / f"registry-{model}.lock"

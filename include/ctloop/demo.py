@@ -26,7 +26,7 @@ DEMO_START = date(2026, 1, 5)
 DEMO_INCIDENTS = {5: "upstream_bug", 9: "schema_break"}
 
 
-def demo_params(settings: Settings, start: date, overrides: dict[str, Any]) -> Path:
+def demo_params(settings: Settings, overrides: dict[str, Any]) -> Path:
     """Write params.yaml with the demo's overrides under CTLOOP_HOME and return its path."""
     base = yaml.safe_load(settings.params.read_text())
     for section, values in overrides.items():
@@ -196,7 +196,7 @@ def run_demo(days: int = 14, extra_days: int = 7, scenario: str = "covariate_shi
     drift_start = production[min(drift_day, len(production) - 1)] if production else calendar[-1]
     incidents = {calendar[i].isoformat(): kind for i, kind in DEMO_INCIDENTS.items() if i < len(calendar)}
     # the world the data comes from: the scenario starts on production day `drift_day`
-    params_path = demo_params(base, DEMO_START, {"source": {"incidents": incidents, "scenario": scenario,
+    params_path = demo_params(base, {"source": {"incidents": incidents, "scenario": scenario,
                                                             "drift_start": drift_start.isoformat()}})
     settings = Settings(home=demo_home, params=params_path, project_dir=base.project_dir, gx_dir=base.gx_dir,
                         lake=None, mlflow_tracking_uri=None, mlflow_artifact_root=None, schedule_end=calendar[-1])

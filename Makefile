@@ -43,7 +43,7 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
 
-test: setup lint
+test: setup lint typecheck
 	$(BIN)/python -m pytest -q
 
 bench: setup

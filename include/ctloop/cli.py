@@ -10,7 +10,7 @@ import json
 import sys
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.exceptions import TyperException
@@ -26,6 +26,12 @@ app.add_typer(simulate_app, name="simulate")
 app.add_typer(suite_app, name="suite")
 app.add_typer(airflow_app, name="airflow")
 
+
+if TYPE_CHECKING:
+    from ctloop.data.store import Lake
+    from ctloop.params import Params
+    from ctloop.settings import Settings
+
 JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")]
 
 
@@ -36,7 +42,7 @@ def _emit(obj: dict[str, Any], as_json: bool, text: str) -> None:
         typer.echo(text)
 
 
-def _runtime():  # type: ignore[no-untyped-def]
+def _runtime() -> tuple[Settings, Params, Lake]:
     from ctloop.data.store import Lake
     from ctloop.params import load_params
     from ctloop.settings import get_settings

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import glob
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -98,7 +98,8 @@ def validate_batch(
         for raw in raw_files:
             lake.write_quarantine(day, raw, result)
         lake.clear_curated(day)
-        raise ValidationFailed(f"{day}: batch quarantined: {report.summary()}", result["failed_expectations"])
+        raise ValidationFailed(f"{day}: batch quarantined: {report.summary()}",
+                               [asdict(f) for f in report.failures])
     return result
 
 
@@ -124,7 +125,7 @@ def ingest_day(day: date, params: Params, lake: Lake, context: FileDataContext) 
         validation = validate_batch(day, raw, params, lake, context)
     except ValidationFailed as e:
         return IngestOutcome(day, "quarantined", 0, str(lake.partition("quarantine", day)),
-                             [f.get("expectation", "") + (f" on {f.get('column')}" if f.get("column") else "")
+                             [f"{f.get('expectation', '')}" + (f" on {f.get('column')}" if f.get("column") else "")
                               for f in e.failures] or [str(e)])
     curated = publish_curated(day, raw, validation, params, lake)
     return IngestOutcome(day, "curated", int(validation["row_count"]), str(curated.parent), [])

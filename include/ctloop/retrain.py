@@ -25,6 +25,7 @@ def describe_trigger(run_type: str | None, reason: str | None, asset_extras: lis
                      dag_id: str | None = None, run_id: str | None = None) -> dict[str, Any]:
     """How a run started, as recorded on the MLflow run and model version."""
     extras = [e for e in (asset_extras or []) if e]
+    text: str | None
     if run_type == "asset_triggered" or extras:
         reasons = [r for e in extras for r in e.get("reasons", [])]
         kind, text = "drift", "; ".join(reasons) or "drift asset event"

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ctloop.data.store import Lake
+    from ctloop.params import Params
+    from ctloop.settings import Settings
 
 
 def _day(value: datetime | date | str) -> date:
@@ -16,7 +21,7 @@ def _day(value: datetime | date | str) -> date:
     return date.fromisoformat(str(value)[:10])
 
 
-def _runtime():  # type: ignore[no-untyped-def]
+def _runtime() -> tuple[Settings, Params, Lake]:
     from ctloop.data.store import Lake
     from ctloop.params import load_params
     from ctloop.settings import get_settings

@@ -10,6 +10,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ctloop.errors import RegistryError
 from ctloop.monitoring.drift import DriftPolicy, column_kinds, detect_drift, sample_parquet
 from ctloop.monitoring.policy import DriftDecision, MonitorPolicy, WindowEvidence, decide
 from ctloop.monitoring.prediction_log import labels_arrived, log_rows, prediction_files, read_predictions
@@ -53,6 +54,9 @@ def champion_reference(settings: Settings, params: Params) -> dict[str, Any]:
     name = params.training.registered_model
     version = require_champion(client, name)
     run_id = client.get_model_version(name, version).run_id
+    if run_id is None:
+        raise RegistryError(f"{name} v{version} was registered without an MLflow run: it has no reference "
+                            "profile to monitor against (register champions through ctloop_retrain)")
     cache = settings.home / "cache" / "reference" / f"{name}-v{version}.parquet"
     if not cache.exists():
         cache.parent.mkdir(parents=True, exist_ok=True)

@@ -105,18 +105,21 @@ def decide(ev: WindowEvidence, policy: MonitorPolicy, last_trigger_window: date 
         start = min(start, ev.quality_window)  # label evidence is late: the drift began at the labeled window
     days_since = (ev.window - start).days + 1
     recommended = days_since if days_since >= policy.min_drift_days else None
-    base = {"drifted_columns": list(ev.drifted_columns), "recommended_window_days": recommended,
-            "estimated_drift_start": start}
+    columns = list(ev.drifted_columns)
+
+    def decision(status: Status, trigger: bool, why: list[str]) -> DriftDecision:
+        return DriftDecision(ev.window, status, trigger, why, columns, recommended, start)
+
     if retrains_in_flight > 0:
-        return DriftDecision(ev.window, "suppressed", False,
-                             [*reasons, f"not triggered: {retrains_in_flight} retrain run(s) queued or running"], **base)
+        return decision("suppressed", False,
+                        [*reasons, f"not triggered: {retrains_in_flight} retrain run(s) queued or running"])
     if last_trigger_window is not None:
         since = datetime.combine(ev.window, datetime.min.time()) - datetime.combine(last_trigger_window, datetime.min.time())
         if since < timedelta(hours=policy.cooldown_hours):
-            return DriftDecision(ev.window, "suppressed", False,
-                                 [*reasons, f"not triggered: cooldown, last trigger on {last_trigger_window} "
-                                            f"(< {policy.cooldown_hours:g} h)"], **base)
-    return DriftDecision(ev.window, "drift", True, reasons, **base)
+            return decision("suppressed", False,
+                            [*reasons, f"not triggered: cooldown, last trigger on {last_trigger_window} "
+                                       f"(< {policy.cooldown_hours:g} h)"])
+    return decision("drift", True, reasons)
 
 
 def _drift_start(window: date, history: list[date]) -> date:

@@ -60,6 +60,7 @@ def train_challenger(train: pd.DataFrame, test: pd.DataFrame, window: dict[str, 
                      settings: Settings, trigger: dict[str, Any], model: str | None = None,
                      hyperparameters: dict[str, Any] | None = None) -> TrainResult:
     import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
     from mlflow.models import infer_signature
 
     client = configure_mlflow(settings)
@@ -85,10 +86,10 @@ def train_challenger(train: pd.DataFrame, test: pd.DataFrame, window: dict[str, 
         mlflow.log_metrics({"train_rows": float(len(train)), "test_rows": float(len(test)),
                             "train_positive_share": float(train[contract.target].mean()),
                             "train_seconds": train_seconds})
-        mlflow.log_input(mlflow.data.from_pandas(train, name=f"train{window['start']}_{window['end']}",
-                                                 targets=contract.target), context="training")
-        mlflow.log_input(mlflow.data.from_pandas(test, name=f"test{window['start']}_{window['end']}",
-                                                 targets=contract.target), context="testing")
+        mlflow.log_input(from_pandas(train, name=f"train{window['start']}_{window['end']}",
+                                     targets=contract.target), context="training")
+        mlflow.log_input(from_pandas(test, name=f"test{window['start']}_{window['end']}",
+                                     targets=contract.target), context="testing")
         # numeric features as doubles: an integer column cannot carry a missing value at serving time
         example = train[features].head(5).astype({c: "float64" for c in contract.numeric_features})
         signature = infer_signature(example, pipeline.predict(example))

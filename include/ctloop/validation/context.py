@@ -8,10 +8,11 @@ so runs never dirty the repository.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from great_expectations.data_context import FileDataContext
+    from great_expectations.datasource.fluent import PandasDatasource
 
     from ctloop.settings import Settings
 
@@ -36,12 +37,13 @@ def open_context(settings: Settings) -> FileDataContext:
     return gx.get_context(mode="file", context_root_dir=str(settings.gx_dir))
 
 
-def ensure_batch_definition(context: FileDataContext):  # type: ignore[no-untyped-def]
+def ensure_batch_definition(context: FileDataContext) -> Any:
     """The dataframe batch definition every suite validates through (created once, then committed)."""
     try:
         source = context.data_sources.get(DATASOURCE)
     except KeyError:
         source = context.data_sources.add_pandas(DATASOURCE)
+    source = cast("PandasDatasource", source)
     try:
         asset = source.get_asset(ASSET)
     except LookupError:

@@ -89,7 +89,7 @@ def _describe(result: Any) -> ExpectationFailure:
     messages = [exc.get("exception_message")] if "raised_exception" in exc else [
         v.get("exception_message") for v in exc.values() if isinstance(v, dict)
     ]
-    messages = [m for m in messages if m]
+    errors = [str(m) for m in messages if m]
     res = result.result or {}
     observed = res.get("observed_value")
     mismatched = (res.get("details") or {}).get("mismatched")
@@ -106,7 +106,7 @@ def _describe(result: Any) -> ExpectationFailure:
             (i.get(next(iter(i))) if isinstance(i, dict) else i)
             for i in res.get("partial_unexpected_index_list", [])[:MAX_EXAMPLES]
         ]),
-        error=messages[0].removeprefix("Error: ") if messages else None,
+        error=errors[0].removeprefix("Error: ") if errors else None,
     )
 
 
@@ -169,6 +169,7 @@ def validate_frame(
             detail_format["unexpected_index_column_names"] = [id_column]
         by_id = {e.id: e for e in definition.suite.expectations}
         for r in failed:
+            assert r.expectation_config is not None  # GX sets it on every result of a suite run
             detailed = batch.validate(
                 by_id[r.expectation_config.id], result_format=detail_format, expectation_parameters=parameters
             )

@@ -18,8 +18,6 @@ from ctloop.params import Params
 from ctloop.registry.mlflow_registry import CHAMPION, TAG, alias_version, configure_mlflow, promote
 from ctloop.settings import Settings
 
-TRIGGER_KINDS = ("schedule", "manual", "drift", "cli")
-
 
 def describe_trigger(run_type: str | None, reason: str | None, asset_extras: list[dict[str, Any]] | None,
                      dag_id: str | None = None, run_id: str | None = None) -> dict[str, Any]:
@@ -106,8 +104,6 @@ def evaluate(params: Params, settings: Settings, data_dir: Path, challenger_vers
 def gate(params: Params, settings: Settings, evaluation_file: Path, challenger_run_id: str | None = None
          ) -> GateDecision:
     """Decide, then write the decision to the MLflow run and the model version (tags + JSON artifact)."""
-    import mlflow
-
     record = json.loads(evaluation_file.read_text())
     challenger = ModelEvaluation(**record["challenger"])
     champion = ModelEvaluation(**record["champion"]) if record.get("champion") else None
@@ -126,7 +122,6 @@ def gate(params: Params, settings: Settings, evaluation_file: Path, challenger_r
         client.set_tag(run_id, f"{TAG}gate_reasons", "; ".join(decision.reasons)[:4900])
         client.log_text(run_id, decision.to_json(), "gate/decision.json")
         client.log_metric(run_id, "gate_passed", float(decision.passed))
-    del mlflow
     return decision
 
 

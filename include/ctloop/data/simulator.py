@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -176,7 +176,3 @@ def simulate_day(day: date, spec: SimulationSpec) -> pd.DataFrame:
     if scenario == "schema_break":
         frame = frame.rename(columns={"sentiment": "sentiment_score"})
     return frame
-
-
-def day_range(start: date, days: int) -> list[date]:
-    return [start + timedelta(days=i) for i in range(days)]

@@ -156,7 +156,7 @@ def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, numerical: list
     verdicts = {t["metric_config"]["params"]["column"]: t["status"] == "FAIL" for t in data.get("tests", [])
                 if t.get("metric_config", {}).get("params", {}).get("column") is not None}
     result_columns: dict[str, ColumnDrift] = {}
-    drifted_count, share = 0.0, 0.0
+    share = 0.0
     for m in data["metrics"]:
         cfg = m["config"]
         if cfg["type"].endswith("ValueDrift"):
@@ -164,11 +164,10 @@ def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, numerical: list
             result_columns[col] = ColumnDrift(method=str(cfg["method"]), score=float(m["value"]),
                                               threshold=float(cfg["threshold"]), drift=bool(verdicts.get(col, False)))
         elif cfg["type"].endswith("DriftedColumnsCount"):
-            drifted_count, share = m["value"]["count"], m["value"]["share"]
+            share = m["value"]["share"]
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
         snapshot.save_html(str(report))
-    del drifted_count
     return DriftResult(
         dataset_drift=share >= policy.drift_share,
         drift_share=float(share),

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ctloop.errors import RegistryError
 from ctloop.monitoring.drift import DriftPolicy, column_kinds, detect_drift, sample_parquet
-from ctloop.monitoring.policy import DriftDecision, MonitorPolicy, WindowEvidence, decide
+from ctloop.monitoring.policy import MonitorPolicy, WindowEvidence, decide
 from ctloop.monitoring.prediction_log import labels_arrived, log_rows, prediction_files, read_predictions
 
 if TYPE_CHECKING:
@@ -235,8 +235,7 @@ def log_headlines(settings: Settings, params: Params, summary: dict[str, Any]) -
 
 
 def drift_event_extra(summary: dict[str, Any]) -> dict[str, Any]:
-    d: DriftDecision | dict[str, Any] = summary["decision"]
-    assert isinstance(d, dict)
+    d = summary["decision"]
     return {"reasons": d["reasons"], "drifted_columns": d["drifted_columns"], "window": summary["window"],
             "report": summary["report"], "recommended_window_days": d["recommended_window_days"],
             "estimated_drift_start": d["estimated_drift_start"], "champion": summary["champion"],

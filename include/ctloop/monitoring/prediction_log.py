@@ -9,7 +9,7 @@ and ``ctloop_monitor`` reads.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -102,8 +102,3 @@ def labels_arrived(lake: Lake, until: date) -> pd.DataFrame:
     if not files:
         return pd.DataFrame(columns=list(LABEL_COLUMNS))
     return pd.concat([pd.read_parquet(f, columns=list(LABEL_COLUMNS)) for f in files], ignore_index=True)
-
-
-def window_bounds(day: date) -> tuple[datetime, datetime]:
-    start = datetime.combine(day, time(0), tzinfo=UTC)
-    return start, start + timedelta(days=1)

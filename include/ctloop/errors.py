@@ -61,3 +61,23 @@ class AirflowRuntimeFailed(CtloopError):
     """The local Airflow processes could not be started or a run did not finish."""
 
     exit_code = 1
+
+
+class AuditTampered(CtloopError):
+    """The audit log's hash chain is broken: an entry was edited, removed or reordered."""
+
+    exit_code = 1
+
+
+class VersioningError(CtloopError):
+    """A DVC operation (track, push, materialise) failed; the message names the path."""
+
+
+class NotReproduced(CtloopError):
+    """A retrain from the recorded data and params did not give the registered metrics."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result

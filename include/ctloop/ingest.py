@@ -12,7 +12,9 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ctloop.audit import record as audit_record
 from ctloop.data.reading import read_batch
+from ctloop.data.versioning import LakeVersions
 from ctloop.errors import DataUnreadable, ValidationFailed
 
 if TYPE_CHECKING:
@@ -86,21 +88,32 @@ def validate_batch(
     except DataUnreadable as e:
         result = {"success": False, "suite": params.validation.suite, "row_count": 0,
                   "failed_expectations": [], "error": str(e), "date": day.isoformat()}
-        for raw in raw_files:
-            lake.write_quarantine(day, raw, result)
-        lake.clear_curated(day)
+        audit_record("validation", f"batch {day}", "failed", [str(e)], {"raw_files": [str(p) for p in raw_files]})
+        _quarantine(day, raw_files, result, lake, [str(e)])
         raise ValidationFailed(f"{day}: batch quarantined: {e}") from e
 
     report = validate_frame(frame, params, context, interval=interval_of(day),
                             source=", ".join(str(p) for p in raw_files))
     result = report.to_dict() | {"date": day.isoformat(), "raw_files": [str(p) for p in raw_files]}
+    audit_record("validation", f"batch {day}", "passed" if report.success else "failed",
+           [f.describe() for f in report.failures],
+           {"suite": report.suite, "rows": report.row_count, "evaluated": report.evaluated,
+            "raw_files": [str(p) for p in raw_files]})
     if not report.success:
-        for raw in raw_files:
-            lake.write_quarantine(day, raw, result)
-        lake.clear_curated(day)
+        _quarantine(day, raw_files, result, lake, [f.describe() for f in report.failures])
         raise ValidationFailed(f"{day}: batch quarantined: {report.summary()}",
                                [asdict(f) for f in report.failures])
     return result
+
+
+def _quarantine(day: date, raw_files: list[Path], result: dict[str, Any], lake: Lake, reasons: list[str]) -> None:
+    for raw in raw_files:
+        target = lake.write_quarantine(day, raw, result)
+        audit_record("quarantine", f"batch {day}", "quarantined", reasons,
+               {"raw_file": str(raw), "quarantine": str(target)})
+    if lake.clear_curated(day):
+        audit_record("quarantine", f"curated {day}", "withdrawn", ["the day's newest batch failed validation"],
+               {"curated": str(lake.partition("curated", day))})
 
 
 def publish_curated(day: date, raw_files: list[Path], validation: dict[str, Any], params: Params, lake: Lake) -> Path:
@@ -114,8 +127,11 @@ def publish_curated(day: date, raw_files: list[Path], validation: dict[str, Any]
         "raw_files": [{"path": str(p), "sha256": file_sha256(p)} for p in raw_files],
         "suite": validation.get("suite"),
         "expectations_evaluated": validation.get("evaluated"),
+        "validation": {k: validation.get(k) for k in ("suite", "success", "evaluated", "row_count")},
     }
-    return lake.write_curated(day, frame, manifest)
+    written = lake.write_curated(day, frame, manifest)
+    LakeVersions.for_lake(lake.root).track([written.parent])
+    return written
 
 
 def ingest_day(day: date, params: Params, lake: Lake, context: FileDataContext) -> IngestOutcome:

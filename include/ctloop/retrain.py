@@ -11,6 +11,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from ctloop.audit import record as audit_record
 from ctloop.data.store import Lake
 from ctloop.errors import GateRejected, PromotionConflict, RegistryError, ValidationFailed
 from ctloop.evaluation.gate import GateDecision, ModelEvaluation, decide
@@ -43,11 +44,19 @@ def training_set_dir(lake: Lake, key: str) -> Path:
 
 def prepare(params: Params, lake: Lake, as_of: date | None, window_days: int | None, out_dir: Path,
             trigger: dict[str, Any]) -> dict[str, Any]:
+    from ctloop.data.versioning import LakeVersions
+    from ctloop.lineage import training_sources
     from ctloop.training.dataset import build_training_set, latest_as_of, write_training_set
 
     as_of = as_of or latest_as_of(lake.curated_days(), date.max)
     train, test, window = build_training_set(lake, params, as_of, window_days)
-    return write_training_set(out_dir, train, test, window, {"trigger": trigger})
+    sources = training_sources(lake, [*window.train_days, *window.test_days])
+    info = write_training_set(out_dir, train, test, window, {"trigger": trigger, "sources": sources})
+    if out_dir.resolve().is_relative_to(lake.root.resolve()):
+        # the pipeline's training sets live in the lake and are versioned there (dvc add + push)
+        version = LakeVersions.for_lake(lake.root).track([out_dir])[0]
+        info["data_version"] = {"md5": version.md5, "files": version.files}
+    return info
 
 
 def validate_training_set(params: Params, settings: Settings, data_dir: Path) -> dict[str, Any]:
@@ -58,6 +67,9 @@ def validate_training_set(params: Params, settings: Settings, data_dir: Path) ->
     train, _, info = read_training_set(data_dir)
     report = validate_frame(train, params, open_context(settings), suite_name=params.training.suite,
                             source=str(data_dir / "train.parquet"))
+    audit_record("validation", f"training set {info['window']['start']}..{info['window']['end']}",
+           "passed" if report.success else "failed", [f.describe() for f in report.failures],
+           {"suite": report.suite, "rows": report.row_count, "data_dir": str(data_dir)}, settings=settings)
     if not report.success:
         raise ValidationFailed(f"training set {info['window']['start']}..{info['window']['end']}: {report.summary()}",
                                report.to_dict()["failed_expectations"])
@@ -66,17 +78,23 @@ def validate_training_set(params: Params, settings: Settings, data_dir: Path) ->
 
 def train(params: Params, settings: Settings, data_dir: Path, model: str | None = None,
           hyperparameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    from ctloop.lineage import record_lineage
+    from ctloop.registry.mlflow_registry import configure_mlflow
     from ctloop.training.dataset import read_training_set
     from ctloop.training.train import train_challenger
 
     train_df, test_df, info = read_training_set(data_dir)
     result = train_challenger(train_df, test_df, info["window"], params, settings, info.get("trigger", {}),
                               model=model, hyperparameters=hyperparameters)
-    return result.to_dict() | {"data_dir": str(data_dir)}
+    lineage = record_lineage(settings, params, Lake(settings.lake_root), configure_mlflow(settings), result.run_id,
+                             result.version, data_dir, info, {"model": result.model, "seed": result.seed,
+                                                              "hyperparameters": result.hyperparameters})
+    return result.to_dict() | {"data_dir": str(data_dir),
+                               "training_set_dvc_md5": lineage["ctloop.lineage.training_set_dvc_md5"]}
 
 
 def evaluate(params: Params, settings: Settings, data_dir: Path, challenger_version: str,
-             challenger_run_id: str | None = None) -> dict[str, Any]:
+             challenger_run_id: str | None = None, out_dir: Path | None = None) -> dict[str, Any]:
     """Evaluate the challenger and the current champion on the same test set."""
     from ctloop.evaluation.evaluate import evaluate_version
     from ctloop.training.dataset import read_training_set
@@ -95,8 +113,10 @@ def evaluate(params: Params, settings: Settings, data_dir: Path, challenger_vers
         "window": info["window"], "test_rows": len(test),
         "challenger": challenger.__dict__, "champion": champion.__dict__ if champion else None,
     }
-    (data_dir / "evaluation.json").write_text(json.dumps(record, indent=1))
-    return {"evaluation": str(data_dir / "evaluation.json"), "challenger": challenger_version,
+    out = out_dir or data_dir
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "evaluation.json").write_text(json.dumps(record, indent=1))
+    return {"evaluation": str(out / "evaluation.json"), "challenger": challenger_version,
             "champion": champion_version if champion else None,
             "metrics": {k: round(v, 4) for k, v in challenger.metrics.items()}}
 
@@ -116,6 +136,8 @@ def gate(params: Params, settings: Settings, evaluation_file: Path, challenger_r
     client.set_model_version_tag(name, challenger.version, f"{TAG}gate_passed", str(decision.passed).lower())
     client.set_model_version_tag(name, challenger.version, f"{TAG}gate_decision", compact)
     (evaluation_file.parent / "gate_decision.json").write_text(decision.to_json())
+    audit_record("gate", f"{name} v{challenger.version}", "passed" if decision.passed else "rejected", decision.reasons,
+           {"champion": decision.champion, "evaluation": str(evaluation_file)}, settings=settings)
     run_id = challenger_run_id or client.get_model_version(name, challenger.version).run_id
     if run_id:
         client.set_tag(run_id, f"{TAG}gate_passed", str(decision.passed).lower())
@@ -127,7 +149,23 @@ def gate(params: Params, settings: Settings, evaluation_file: Path, challenger_r
 
 def promote_version(params: Params, settings: Settings, version: str, reason: str, force: bool = False,
                     actor: str = "ctloop", expected_champion: str | None = None) -> dict[str, Any]:
-    """Promote only with a passing gate decision recorded on the version (``force`` overrides and says so)."""
+    """Promote only with a passing gate decision recorded on the version (``force`` overrides and says so).
+    The outcome, a promotion or a refusal, goes to the audit log either way."""
+    subject = f"{params.training.registered_model} v{version}"
+    try:
+        promotion = _promote_version(params, settings, version, reason, force, actor, expected_champion)
+    except (GateRejected, PromotionConflict, RegistryError) as e:
+        audit_record("promotion", subject, "refused", [str(e)], {"requested_reason": reason, "force": force},
+               actor=actor, settings=settings)
+        raise
+    audit_record("promotion", subject, "forced" if force else "promoted", [promotion["reason"]],
+           {"previous_champion": promotion["previous_champion"], "at": promotion["at"]}, actor=actor,
+           settings=settings)
+    return promotion
+
+
+def _promote_version(params: Params, settings: Settings, version: str, reason: str, force: bool,
+                     actor: str, expected_champion: str | None) -> dict[str, Any]:
     client = configure_mlflow(settings)
     name = params.training.registered_model
     try:

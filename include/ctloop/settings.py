@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     lake: Path | None = Field(default=None, description="Parquet lake root; default <home>/lake")
     mlflow_tracking_uri: str | None = None
     mlflow_artifact_root: str | None = None
+    dvc_remote: str | None = Field(default=None, description="DVC remote URL or path; default <home>/dvc-remote")
     airflow_port: int = 8080
     # Time-based DAG schedules stop after this day (the DAGs' end_date). The demo and the end-to-end tests
     # run on a simulated calendar and set it to the calendar's last day, so the real clock adds no runs;
@@ -49,6 +50,14 @@ class Settings(BaseSettings):
     def lake_root(self) -> Path:
         assert self.lake is not None
         return self.lake
+
+    @property
+    def dvc_remote_url(self) -> str:
+        return self.dvc_remote or str(self.home / "dvc-remote")
+
+    @property
+    def audit_dir(self) -> Path:
+        return self.home / "audit"
 
     @property
     def airflow_home(self) -> Path:

@@ -100,6 +100,8 @@ class Lake:
     def clear_curated(self, day: date) -> bool:
         """Withdraw a day's curated partition (its newest batch failed); raw and quarantine keep the data."""
         target = self.partition("curated", day)
+        # the partition's DVC pointer goes with it (its data stays in the DVC cache and remote)
+        target.with_name(f"{target.name}.dvc").unlink(missing_ok=True)
         if not target.exists():
             return False
         shutil.rmtree(target)

@@ -10,6 +10,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ctloop.audit import record as audit_record
 from ctloop.errors import RegistryError
 from ctloop.monitoring.drift import DriftPolicy, column_kinds, detect_drift, sample_parquet
 from ctloop.monitoring.policy import MonitorPolicy, WindowEvidence, decide
@@ -200,6 +201,10 @@ def decide_window(lake: Lake, params: Params, settings: Settings, window: date, 
     out = report_dir(lake, window)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    if decision.trigger or decision.status == "suppressed":
+        audit_record("drift_trigger", f"window {window}", "triggered" if decision.trigger else "suppressed",
+               decision.reasons, {"drifted_columns": list(decision.drifted_columns), "report": summary["report"],
+                                  "champion": summary["champion"]}, settings=settings)
     log_headlines(settings, params, summary)
     return summary
 

@@ -9,7 +9,6 @@ only if it still points where the gate saw it. The embedded default uses a file 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ctloop.errors import PromotionConflict, RegistryError
+from ctloop.locks import file_lock
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -31,6 +31,7 @@ def configure_mlflow(settings: Settings) -> MlflowClient:
     import os
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stderr stays readable
     import mlflow
 
     mlflow.set_tracking_uri(settings.tracking_uri)
@@ -71,14 +72,8 @@ def require_champion(client: MlflowClient, model: str) -> str:
 
 @contextlib.contextmanager
 def registry_lock(settings: Settings, model: str) -> Iterator[None]:
-    path = settings.home / "locks" / f"registry-{model}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(settings.home / "locks" / f"registry-{model}.lock"):
+        yield
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,8 @@ class TrainResult:
     version: str
     model_uri: str
     model: str
+    hyperparameters: dict[str, Any]
+    seed: int
     log_model_seconds: float
     train_seconds: float
 
@@ -117,7 +119,7 @@ def train_challenger(train: pd.DataFrame, test: pd.DataFrame, window: dict[str, 
                            **{k.removeprefix(TAG): v for k, v in trigger_tags(trigger).items()}}.items():
             client.set_model_version_tag(tp.registered_model, version, f"{TAG}{key}", value)
     return TrainResult(run.info.run_id, version, f"models:/{tp.registered_model}/{version}", model_name,
-                       round(log_model_seconds, 3), round(train_seconds, 3))
+                       hp, tp.seed, round(log_model_seconds, 3), round(train_seconds, 3))
 
 
 def trusted_types(pipeline: object) -> list[str]:

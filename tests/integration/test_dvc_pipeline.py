@@ -1,0 +1,72 @@
+"""``dvc.yaml`` on a clean clone: ``dvc repro`` runs prepare -> train -> evaluate with the ``ctloop``
+commands; after a params change only the affected stages re-run; ``dvc params diff``, ``dvc metrics show``
+and ``dvc plots show`` work."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.integration
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{' '.join(cmd)}:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+def test_dvc_repro_reruns_only_the_affected_stages(tmp_path: Path) -> None:
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "CTLOOP_HOME": str(clone / ".ctloop"), "CTLOOP_PARAMS": str(clone / "params.yaml"),
+           "CTLOOP_GX_DIR": str(clone / "great_expectations")}
+    # a small world, committed so that `dvc params diff` compares against it
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    params["source"]["rows_per_day"] = 600
+    params["training"]["min_rows"] = 1000
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    _run([*git, "commit", "-qam", "small world"], clone, env)
+    for i in range(6):
+        _run(["ctloop", "ingest", "--date", (date(2026, 1, 1) + timedelta(days=i)).isoformat()], clone, env)
+
+    first = _run(["dvc", "repro"], clone, env).stdout
+    for stage in ("prepare", "train", "evaluate"):
+        assert f"Running stage '{stage}'" in first, first
+    metrics = json.loads(_run(["dvc", "metrics", "show", "--json"], clone, env).stdout)
+    values = next(iter(metrics.values()))["data"]["metrics/metrics.json"]["data"]
+    assert 0.7 < values["challenger"]["roc_auc"] <= 1.0
+    assert "Data and pipelines are up to date" in _run(["dvc", "status"], clone, env).stdout
+
+    params["training"]["models"]["logistic_regression"]["C"] = 0.25
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    diff = json.loads(_run(["dvc", "params", "diff", "--json"], clone, env).stdout)
+    assert diff["params.yaml"]["training.models.logistic_regression.C"] == {"old": 1.0, "new": 0.25}
+    second = _run(["dvc", "repro"], clone, env).stdout
+    assert "Stage 'prepare' didn't change, skipping" in second, second
+    assert "Running stage 'train'" in second and "Running stage 'evaluate'" in second
+
+    params["dataset"]["slices"] = params["dataset"]["slices"][:1]
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    third = _run(["dvc", "repro"], clone, env).stdout
+    assert "Running stage 'evaluate'" in third and "Running stage 'train'" not in third, third
+    assert "Running stage 'prepare'" not in third
+
+    _run(["dvc", "plots", "show"], clone, env)
+    assert (clone / "dvc_plots" / "index.html").exists()
+    lock = yaml.safe_load((clone / "dvc.lock").read_text())
+    assert lock["stages"]["prepare"]["outs"][0]["md5"].endswith(".dir")
+    shutil.rmtree(clone / ".ctloop", ignore_errors=True)

@@ -14,7 +14,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__USAGE_DATA_COLLECTION__ENABLED := False
 export AIRFLOW_HOME := $(CTLOOP_HOME)/airflow
 
-.PHONY: setup demo test lint typecheck bench up down suite clean
+.PHONY: setup demo test lint typecheck bench up down suite repro clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null || \
@@ -48,6 +48,11 @@ typecheck: $(VENV)/.installed
 
 test: setup lint typecheck
 	$(BIN)/python -m pytest -q
+
+# the DVC pipeline (dvc.yaml: prepare -> train -> evaluate) on the demo's lake; stages call `ctloop`
+repro: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc metrics show
 
 bench: setup
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

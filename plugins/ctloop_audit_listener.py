@@ -1,6 +1,6 @@
 """Airflow listener plugin: every DAG run outcome (success, failure) of a ctloop DAG goes to ctloop's
 hash-chained audit log. The scheduler calls these hooks when a run reaches a final state; the entry
-names the run, how it was started, its data interval and the failed tasks."""
+names the run, how it was started, its data interval and the scheduler's message."""
 
 from __future__ import annotations
 
@@ -15,21 +15,21 @@ log = logging.getLogger(__name__)
 
 
 def _record(dag_run: Any, outcome: str, msg: str) -> None:
-    if not str(dag_run.dag_id).startswith("ctloop_"):
+    dag_id, run_id = str(dag_run.dag_id), str(dag_run.run_id)
+    if not dag_id.startswith("ctloop_"):
         return
     try:
         from ctloop.audit import record
 
-        failed: list[str] = []
-        if outcome == "failed":
-            failed = [ti.task_id for ti in dag_run.get_task_instances(state=["failed", "upstream_failed"])]
-        record("dag_run", f"{dag_run.dag_id}/{dag_run.run_id}", outcome, [msg] if msg else [],
+        # only attributes the scheduler already loaded: a query here would open a second session and
+        # commit inside the scheduler's critical section (Airflow refuses that: "UNEXPECTED COMMIT")
+        record("dag_run", f"{dag_id}/{run_id}", outcome, [msg] if msg else [],
                {"run_type": str(getattr(dag_run.run_type, "value", dag_run.run_type)),
                 "data_interval_start": str(dag_run.data_interval_start),
-                "data_interval_end": str(dag_run.data_interval_end), "failed_tasks": failed},
+                "data_interval_end": str(dag_run.data_interval_end)},
                actor="airflow-scheduler")
     except Exception:  # the audit must never take the scheduler down; the failure is logged loudly
-        log.exception("ctloop audit: could not record %s of %s/%s", outcome, dag_run.dag_id, dag_run.run_id)
+        log.exception("ctloop audit: could not record %s of %s/%s", outcome, dag_id, run_id)
 
 
 @hookimpl

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
         object.__setattr__(self, "home", home)
         if self.lake is None:
             object.__setattr__(self, "lake", home / "lake")
+        else:
+            object.__setattr__(self, "lake", self.lake.expanduser().resolve())
         if self.mlflow_tracking_uri is None:
             object.__setattr__(self, "mlflow_tracking_uri", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
         if self.mlflow_artifact_root is None:

@@ -17,7 +17,9 @@ def init_stores(settings: Settings | None = None, airflow: bool = True) -> list[
     (s.home / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
     lines.append(f"mlflow:   {s.tracking_uri} (artifacts {s.artifact_root})")
     (s.home / "dvc-cache").mkdir(parents=True, exist_ok=True)
-    lines.append(f"dvc:      {s.home / 'dvc-cache'}")
+    lines.append(f"dvc:      cache {s.home / 'dvc-cache'}, remote {s.dvc_remote_url} (the lake is a DVC project)")
+    s.audit_dir.mkdir(parents=True, exist_ok=True)
+    lines.append(f"audit:    {s.audit_dir / 'audit.jsonl'} (hash-chained; `ctloop audit verify`)")
     if airflow:
         LocalAirflow.from_settings(s).migrate()
         lines.append(f"airflow:  {s.airflow_home} (SQLite metadata DB migrated)")

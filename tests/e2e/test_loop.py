@@ -4,6 +4,7 @@ whose reason reaches the MLflow run."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -63,6 +64,32 @@ def test_ingest_then_retrain_promotes_a_champion(loop_airflow) -> None:  # type:
     assert "2026-01-07" not in window["train_days"] + window["test_days"], "the quarantined day is never trained on"
     assert window["test_days"] == ["2026-01-10"]
 
+    # lineage of the champion resolves down to the raw batches the scheduler ingested
+    from ctloop.data.store import Lake
+    from ctloop.lineage import resolve_lineage
+    from ctloop.params import load_params
+
+    chain = resolve_lineage(settings, load_params(settings.params), Lake(settings.lake_root), champion.version)
+    assert chain.complete, chain.problems
+    assert chain.trigger["airflow.run_id"] == run_id and chain.trigger["airflow.dag_id"] == "ctloop_retrain"
+    assert all(raw["intact"] for p in chain.partitions for raw in p["raw_files"])
+
+    # the audit trail: the listener plugin recorded DAG run outcomes, the library the promotion
+    from ctloop.audit import audit_log
+
+    log = audit_log(settings)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        runs = {(e["subject"], e["outcome"]) for e in log.entries() if e["kind"] == "dag_run"}
+        if (f"ctloop_retrain/{run_id}", "success") in runs:
+            break
+        time.sleep(1)
+    assert (f"ctloop_retrain/{run_id}", "success") in runs, runs
+    assert any(s.startswith("ctloop_ingest/") and "2026-01-07" in s and o == "failed" for s, o in runs), runs
+    promotion = [e for e in log.entries() if e["kind"] == "promotion"][-1]
+    assert promotion["outcome"] == "promoted" and promotion["actor"] == f"airflow:ctloop_retrain/{run_id}"
+    assert log.verify().ok
+
 
 def test_drift_window_triggers_retrain_through_the_asset(loop_airflow) -> None:  # type: ignore[no-untyped-def]
     """Runs after the champion exists (same module, same Airflow)."""
@@ -81,8 +108,6 @@ def test_drift_window_triggers_retrain_through_the_asset(loop_airflow) -> None: 
     [monitor_run] = airflow.dag_runs("ctloop_monitor")
     tasks = {t["task_id"]: t["state"] for t in airflow.task_instances("ctloop_monitor", monitor_run["dag_run_id"])}
     assert tasks["emit_drift_event"] == "success", tasks
-
-    import time
 
     deadline = time.monotonic() + 600
     new: list[dict] = []

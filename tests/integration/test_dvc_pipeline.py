@@ -31,7 +31,8 @@ def test_dvc_repro_reruns_only_the_affected_stages(tmp_path: Path) -> None:
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-           "CTLOOP_HOME": str(clone / ".ctloop"), "CTLOOP_PARAMS": str(clone / "params.yaml"),
+           # as after `make demo`: the data sits in the demo's home, which dvc.yaml's `lake` points at
+           "CTLOOP_HOME": str(clone / ".ctloop" / "demo"), "CTLOOP_PARAMS": str(clone / "params.yaml"),
            "CTLOOP_GX_DIR": str(clone / "great_expectations")}
     # a small world, committed so that `dvc params diff` compares against it
     params = yaml.safe_load((clone / "params.yaml").read_text())

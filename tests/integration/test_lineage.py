@@ -28,8 +28,16 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:  # type: 
     from ctloop.data.store import Lake
     from ctloop.ingest import ingest_day
     from ctloop.params import load_params
-    from ctloop.retrain import describe_trigger, evaluate, gate, prepare, promote_version, train, training_set_dir
-    from ctloop.retrain import validate_training_set
+    from ctloop.retrain import (
+        describe_trigger,
+        evaluate,
+        gate,
+        prepare,
+        promote_version,
+        train,
+        training_set_dir,
+        validate_training_set,
+    )
     from ctloop.settings import get_settings
     from ctloop.validation.context import open_context
 

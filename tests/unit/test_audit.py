@@ -3,6 +3,7 @@ concurrent writers never fork or interleave the chain."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing
 from pathlib import Path
@@ -34,7 +35,7 @@ def test_an_untouched_log_verifies(tmp_path: Path) -> None:
     assert result.ok and result.entries == 5 and result.bad_line is None
     entries = log.entries()
     assert [e["seq"] for e in entries] == [1, 2, 3, 4, 5]
-    assert all(b["prev"] == a["hash"] for a, b in zip(entries, entries[1:], strict=False))
+    assert all(b["prev"] == a["hash"] for a, b in itertools.pairwise(entries))
 
 
 def test_an_edited_entry_is_named(tmp_path: Path) -> None:

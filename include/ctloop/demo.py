@@ -168,6 +168,35 @@ def _production(airflow: Any, console: Console, settings: Settings, days: list[d
     return rows
 
 
+def _lineage_and_audit(console: Console, settings: Settings, demo_home: Path, params_path: Path) -> None:
+    from collections import Counter
+
+    from ctloop.audit import audit_log
+    from ctloop.data.store import Lake
+    from ctloop.lineage import resolve_lineage
+    from ctloop.params import load_params
+    from ctloop.registry.mlflow_registry import CHAMPION, alias_version, configure_mlflow
+
+    params = load_params(settings.params)
+    console.rule("lineage and audit")
+    version = alias_version(configure_mlflow(settings), params.training.registered_model, CHAMPION)
+    if version is not None:
+        chain = resolve_lineage(settings, params, Lake(settings.lake_root), version)
+        raws = sum(len(p["raw_files"]) for p in chain.partitions)
+        state = "every link intact" if chain.complete else "; ".join(chain.problems)
+        console.print(f"champion v{version} <- run {chain.run_id[:12]} <- training set {chain.training_set['window']} "
+                      f"(DVC {chain.training_set['dvc_md5']}) <- {len(chain.partitions)} curated partitions <- "
+                      f"{raws} raw batches: {state}")
+    log = audit_log(settings)
+    check = log.verify()
+    kinds = Counter(f"{e['kind']} {e['outcome']}" for e in log.entries())
+    console.print(f"audit log {log.path}: {check.entries} decisions, chain {'intact' if check.ok else 'BROKEN'}")
+    console.print("  " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
+    env = f"CTLOOP_HOME={demo_home} CTLOOP_PARAMS={params_path}"
+    console.print(f"try: {env} .venv/bin/ctloop lineage {version}   |   ... ctloop reproduce {version}   |   "
+                  f"... ctloop audit show;  make repro (DVC pipeline on this lake)")
+
+
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x:.0%}"
 
@@ -245,6 +274,7 @@ def run_demo(days: int = 14, extra_days: int = 7, scenario: str = "covariate_shi
     console.rule("ctloop status")
     console.print(status_table(registry_status(configure_mlflow(settings),
                                                load_params(settings.params).training.registered_model)))
+    _lineage_and_audit(console, settings, demo_home, params_path)
     open_context(settings).build_data_docs()
     console.rule("where to look")
     console.print(f"Great Expectations Data Docs: {settings.data_docs_dir / 'index.html'}")

@@ -298,6 +298,52 @@ def promote(
 
 
 @app.command()
+def approve(
+    version: Annotated[str, typer.Argument(help="the @candidate version")],
+    reason: Annotated[str, typer.Option(help="why it may go live (audited)")],
+    as_json: JsonFlag = False,
+) -> None:
+    """promotion.mode manual: promote a gated candidate. Refused (exit 1) when its gate failed."""
+    from ctloop.retrain import promote_version
+
+    settings, params, _ = _runtime()
+    result = promote_version(params, settings, version, f"approved: {reason}", actor="cli", kind="approval")
+    _emit(result, as_json, f"approved: champion v{result['version']} (was "
+                           f"{'v' + result['previous_champion'] if result['previous_champion'] else 'none'})")
+
+
+@app.command()
+def rollback(
+    reason: Annotated[str, typer.Option(help="why (audited, recorded on both versions)")],
+    to: Annotated[str | None, typer.Option("--to", help="version to restore (default: @previous)")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Move `champion` back in one compare-and-set step; the rolled-back version needs a new gate pass."""
+    from ctloop.retrain import rollback_version
+
+    settings, params, _ = _runtime()
+    result = rollback_version(params, settings, to, reason, actor="cli")
+    _emit(result, as_json, f"rolled back: champion v{result['version']} (was v{result['rolled_back']})")
+
+
+@app.command()
+def history(as_json: JsonFlag = False) -> None:
+    """Every alias move, oldest first: kind, alias from -> to, who or what, reason, DAG run, time."""
+    from ctloop.registry.mlflow_registry import read_history
+
+    settings, params, _ = _runtime()
+    entries = read_history(settings, params.training.registered_model)
+    if as_json:
+        _emit({"model": params.training.registered_model, "history": entries}, True, "")
+        return
+    for e in entries:
+        moves = ", ".join(f"@{m['alias']} {('v' + m['from']) if m['from'] else '-'} -> "
+                          f"{('v' + m['to']) if m['to'] else '-'}" for m in e["moves"])
+        typer.echo(f"{e['at']} {e['kind']:<9} {moves}  by {e['actor']}{' (' + e['dag_run'] + ')' if e['dag_run'] else ''}"
+                   f": {e['reason']}")
+
+
+@app.command()
 def status(as_json: JsonFlag = False) -> None:
     """Champion, challenger and previous with their metrics and when/why they moved."""
     from ctloop.registry.mlflow_registry import configure_mlflow, registry_status

@@ -169,6 +169,21 @@ class MonitoringSpec(_Strict):
     min_drift_days: int = Field(default=3, ge=1)
 
 
+class RollbackPolicy(_Strict):
+    """Automatic rollback while a new champion bakes: its labeled quality against what ``previous`` had."""
+
+    enabled: bool = True
+    bake_days: int = Field(default=3, ge=0)  # monitoring windows after a promotion that are judged
+    max_quality_drop: float = Field(default=0.05, ge=0)
+    comparable_windows: int = Field(default=7, ge=1)  # the previous champion's last labeled windows
+    min_labeled_rows: int = Field(default=300, ge=1)
+
+
+class PromotionSpec(_Strict):
+    mode: Literal["auto", "manual"] = "auto"
+    rollback: RollbackPolicy = RollbackPolicy()
+
+
 class Params(_Strict):
     dataset: DatasetSpec
     source: SourceSpec = SourceSpec()
@@ -177,6 +192,7 @@ class Params(_Strict):
     training: TrainingSpec
     gate: GateSpec
     monitoring: MonitoringSpec = MonitoringSpec()
+    promotion: PromotionSpec = PromotionSpec()
 
 
 def _format_error(path: Path, err: ValidationError) -> str:

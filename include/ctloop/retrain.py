@@ -16,7 +16,16 @@ from ctloop.data.store import Lake
 from ctloop.errors import GateRejected, PromotionConflict, RegistryError, ValidationFailed
 from ctloop.evaluation.gate import GateDecision, ModelEvaluation, decide
 from ctloop.params import Params
-from ctloop.registry.mlflow_registry import CHAMPION, TAG, alias_version, configure_mlflow, promote
+from ctloop.registry.mlflow_registry import (
+    CANDIDATE,
+    CHAMPION,
+    TAG,
+    alias_version,
+    append_history,
+    configure_mlflow,
+    promote,
+    rollback,
+)
 from ctloop.settings import Settings
 
 
@@ -148,24 +157,64 @@ def gate(params: Params, settings: Settings, evaluation_file: Path, challenger_r
 
 
 def promote_version(params: Params, settings: Settings, version: str, reason: str, force: bool = False,
-                    actor: str = "ctloop", expected_champion: str | None = None) -> dict[str, Any]:
+                    actor: str = "ctloop", expected_champion: str | None = None, kind: str = "promotion",
+                    dag_run: str | None = None) -> dict[str, Any]:
     """Promote only with a passing gate decision recorded on the version (``force`` overrides and says so).
-    The outcome, a promotion or a refusal, goes to the audit log either way."""
+    The outcome, a promotion or a refusal, goes to the audit log either way (``kind`` "approval" for a
+    human approving a candidate)."""
     subject = f"{params.training.registered_model} v{version}"
     try:
-        promotion = _promote_version(params, settings, version, reason, force, actor, expected_champion)
+        promotion = _promote_version(params, settings, version, reason, force, actor, expected_champion, dag_run)
     except (GateRejected, PromotionConflict, RegistryError) as e:
-        audit_record("promotion", subject, "refused", [str(e)], {"requested_reason": reason, "force": force},
-               actor=actor, settings=settings)
+        audit_record(kind, subject, "refused", [str(e)], {"requested_reason": reason, "force": force},
+                     actor=actor, settings=settings)
         raise
-    audit_record("promotion", subject, "forced" if force else "promoted", [promotion["reason"]],
-           {"previous_champion": promotion["previous_champion"], "at": promotion["at"]}, actor=actor,
-           settings=settings)
+    outcome = "forced" if force else ("approved" if kind == "approval" else "promoted")
+    audit_record(kind, subject, outcome, [promotion["reason"]],
+                 {"previous_champion": promotion["previous_champion"], "at": promotion["at"]}, actor=actor,
+                 settings=settings)
     return promotion
 
 
+def hold_candidate(params: Params, settings: Settings, version: str, reason: str, actor: str = "ctloop",
+                   dag_run: str | None = None) -> dict[str, Any]:
+    """``promotion.mode: manual``: a passing challenger becomes ``@candidate`` and waits for approval."""
+    from datetime import UTC, datetime
+
+    client = configure_mlflow(settings)
+    name = params.training.registered_model
+    before = alias_version(client, name, CANDIDATE)
+    client.set_registered_model_alias(name, CANDIDATE, version)
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    append_history(settings, name, "candidate", [{"alias": CANDIDATE, "from": before, "to": version}], reason,
+                   actor, dag_run, at)
+    audit_record("promotion", f"{name} v{version}", "awaiting approval", [reason, "promotion.mode: manual"],
+                 {"replaced_candidate": before}, actor=actor, settings=settings)
+    return {"candidate": version, "replaced_candidate": before, "at": at}
+
+
+def rollback_version(params: Params, settings: Settings, to: str | None, reason: str, actor: str = "ctloop",
+                     expected_champion: str | None = None, dag_run: str | None = None) -> dict[str, Any]:
+    """Move ``champion`` back (default: to ``previous``) in one compare-and-set step; audited either way."""
+    from ctloop.errors import ConfigError
+
+    name = params.training.registered_model
+    if not reason.strip():
+        raise ConfigError("a rollback needs a reason")
+    client = configure_mlflow(settings)
+    try:
+        done = rollback(client, settings, name, to, expected_champion, reason, actor, dag_run)
+    except (PromotionConflict, RegistryError) as e:
+        audit_record("rollback", f"{name} -> v{to or 'previous'}", "refused", [str(e)], actor=actor,
+                     settings=settings)
+        raise
+    audit_record("rollback", f"{name} v{done.previous_champion} -> v{done.version}", "rolled back", [reason],
+                 {"at": done.at}, actor=actor, settings=settings)
+    return done.to_dict() | {"rolled_back": done.previous_champion}
+
+
 def _promote_version(params: Params, settings: Settings, version: str, reason: str, force: bool,
-                     actor: str, expected_champion: str | None) -> dict[str, Any]:
+                     actor: str, expected_champion: str | None, dag_run: str | None) -> dict[str, Any]:
     client = configure_mlflow(settings)
     name = params.training.registered_model
     try:
@@ -189,7 +238,9 @@ def _promote_version(params: Params, settings: Settings, version: str, reason: s
             raise PromotionConflict(
                 f"{name} v{version}: the gate judged it against champion v{expected_champion}, but the champion "
                 f"is now v{current}; re-run `ctloop evaluate` and `ctloop gate` (or --force)")
-    promotion = promote(client, settings, name, version, expected_champion, reason, actor)
+    if tags.get(f"{TAG}rolled_back_at") and (decision is None or not decision["passed"]) and not force:
+        raise GateRejected(f"{name} v{version} was rolled back; it needs a new gate pass first")
+    promotion = promote(client, settings, name, version, expected_champion, reason, actor, dag_run)
     if force:
         client.set_model_version_tag(name, version, f"{TAG}force_promoted", "true")
     return promotion.to_dict()

@@ -16,14 +16,16 @@ def status_table(st: dict[str, Any]) -> Table:
     table = Table(title=f"registered model {st['model']}")
     for col in ("alias", "version", "roc_auc", "f1", "brier", "gate", "since", "why"):
         table.add_column(col)
-    for alias in ("champion", "challenger", "previous"):
-        v = st[alias]
+    for alias in ("champion", "challenger", "candidate", "previous", "previous-2"):
+        v = st.get(alias)
         if v is None:
-            table.add_row(alias, "-", "", "", "", "", "", "")
+            if alias in ("champion", "challenger", "previous"):
+                table.add_row(alias, "-", "", "", "", "", "", "")
             continue
         m, t = v["metrics"], v["tags"]
-        gate = {True: "passed", False: "REJECTED"}.get(v["gate"]["passed"], "-") if v["gate"] else "-"
-        since = t.get("demoted_at") if alias == "previous" else t.get("promoted_at", v["created"])
+        gate = {True: "passed", False: "REJECTED"}.get(v["gate"]["passed"], "-") if v["gate"] else (
+            "rolled back" if t.get("rolled_back_at") else "-")
+        since = t.get("demoted_at") if alias.startswith("previous") else t.get("promoted_at", v["created"])
         table.add_row(alias, v["version"], str(m.get("roc_auc", "")), str(m.get("f1_score", "")),
                       str(m.get("brier_score", "")), gate, since or v["created"],
                       t.get("promoted_reason", t.get("trigger_reason", "")))

@@ -116,17 +116,40 @@ def retrain_gate(evaluated: dict[str, Any], trained: dict[str, Any]) -> dict[str
 
 
 def retrain_promote(decision: dict[str, Any], form: dict[str, Any], trigger: dict[str, Any]) -> dict[str, Any] | None:
-    """None when the gate rejected and nothing was forced (the caller skips the task visibly)."""
-    from ctloop.retrain import promote_version
+    """None when the gate rejected and nothing was forced (the caller skips the task visibly). In
+    ``promotion.mode: manual`` a passing challenger becomes ``@candidate`` instead of champion."""
+    from ctloop.retrain import hold_candidate, promote_version
 
     settings, params, _ = _runtime()
     force = bool(form.get("force_promote"))
     if not decision["passed"] and not force:
         return None
     reason = f"{trigger['kind']}: {trigger.get('reason') or ''}".strip()
+    actor = f"airflow:{trigger.get('dag_id')}/{trigger.get('run_id')}"
+    dag_run = f"{trigger.get('dag_id')}/{trigger.get('run_id')}"
+    if params.promotion.mode == "manual" and not force:
+        return hold_candidate(params, settings, str(decision["challenger"]), reason, actor=actor, dag_run=dag_run)
     return promote_version(params, settings, str(decision["challenger"]), reason, force=force and not decision["passed"],
-                           actor=f"airflow:{trigger.get('dag_id')}/{trigger.get('run_id')}",
-                           expected_champion=decision.get("champion"))
+                           actor=actor, expected_champion=decision.get("champion"), dag_run=dag_run)
+
+
+def approve_candidate(version: str, reason: str, dag_id: str, run_id: str) -> dict[str, Any]:
+    """``ctloop_approve``: a person promotes a gated candidate (refused when its gate failed)."""
+    from ctloop.retrain import promote_version
+
+    settings, params, _ = _runtime()
+    return promote_version(params, settings, str(version), f"approved: {reason}", actor=f"airflow:{dag_id}/{run_id}",
+                           kind="approval", dag_run=f"{dag_id}/{run_id}")
+
+
+def rollback_champion(version: str | None, reason: str, dag_id: str, run_id: str) -> dict[str, Any]:
+    """``ctloop_rollback``: champion back to ``version`` (``previous`` when empty) in one compare-and-set."""
+    from ctloop.retrain import rollback_version
+
+    settings, params, _ = _runtime()
+    target = None if version in (None, "", "previous") else str(version)
+    return rollback_version(params, settings, target, reason, actor=f"airflow:{dag_id}/{run_id}",
+                            dag_run=f"{dag_id}/{run_id}")
 
 
 def monitor_collect(interval_start: datetime | str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ctloop.errors import PromotionConflict, RegistryError
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
 
     from ctloop.settings import Settings
 
-CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+CHAMPION, CHALLENGER, PREVIOUS, PREVIOUS_2 = "champion", "challenger", "previous", "previous-2"
+CANDIDATE = "candidate"  # a gated challenger waiting for approval (promotion.mode: manual)
 TAG = "ctloop."
 
 
@@ -89,9 +91,10 @@ class Promotion:
 
 
 def promote(client: MlflowClient, settings: Settings, model: str, version: str, expected_champion: str | None,
-            reason: str, actor: str = "ctloop") -> Promotion:
+            reason: str, actor: str = "ctloop", dag_run: str | None = None) -> Promotion:
     """Move ``champion`` to ``version`` iff it still points at ``expected_champion``; the old champion
-    becomes ``previous``. Raises PromotionConflict when another promotion won the race."""
+    becomes ``previous`` and the one before it ``previous-2`` (both stay loadable for rollback). Raises
+    PromotionConflict when another promotion won the race. Every alias move goes to the history."""
     try:
         client.get_model_version(model, version)
     except Exception as e:
@@ -105,16 +108,92 @@ def promote(client: MlflowClient, settings: Settings, model: str, version: str, 
         if current == version:
             raise PromotionConflict(f"{model}: v{version} is already the champion")
         at = datetime.now(UTC).isoformat(timespec="seconds")
+        moves = []
         if current is not None:
-            client.set_registered_model_alias(model, PREVIOUS, current)
+            previous = alias_version(client, model, PREVIOUS)
+            if previous is not None and previous != version:
+                moves.append(_move(client, model, PREVIOUS_2, previous))
+            moves.append(_move(client, model, PREVIOUS, current))
             client.set_model_version_tag(model, current, f"{TAG}demoted_at", at)
-        client.set_registered_model_alias(model, CHAMPION, version)
+        moves.append(_move(client, model, CHAMPION, version))
         for key, value in {"promoted_at": at, "promoted_reason": reason, "promoted_by": actor,
                            "replaced": current or "none"}.items():
             client.set_model_version_tag(model, version, f"{TAG}{key}", value)
-        if alias_version(client, model, CHALLENGER) == version:
-            client.delete_registered_model_alias(model, CHALLENGER)
+        for alias in (CHALLENGER, CANDIDATE):
+            if alias_version(client, model, alias) == version:
+                client.delete_registered_model_alias(model, alias)
+                moves.append({"alias": alias, "from": version, "to": None})
+        append_history(settings, model, "promote", moves, reason, actor, dag_run, at)
     return Promotion(model, version, current, reason, at)
+
+
+def rollback(client: MlflowClient, settings: Settings, model: str, to: str | None, expected_champion: str | None,
+             reason: str, actor: str = "ctloop", dag_run: str | None = None) -> Promotion:
+    """Move ``champion`` back to ``to`` (default: ``previous``) in one compare-and-set step. The
+    rolled-back version loses its gate pass: it can only come back through a new gate."""
+    with registry_lock(settings, model):
+        current = alias_version(client, model, CHAMPION)
+        if current is None:
+            raise RegistryError(f"model {model!r} has no @champion to roll back")
+        if expected_champion is not None and current != expected_champion:
+            raise PromotionConflict(f"{model}: champion is v{current}, not v{expected_champion}; rollback not done")
+        previous, previous_2 = alias_version(client, model, PREVIOUS), alias_version(client, model, PREVIOUS_2)
+        target = to or previous
+        if target is None:
+            raise RegistryError(f"{model}: no @previous version to roll back to; pass --to VERSION")
+        if target == current:
+            raise PromotionConflict(f"{model}: v{target} is already the champion")
+        try:
+            client.get_model_version(model, target)
+        except Exception as e:
+            raise RegistryError(f"model {model!r} has no version {target}") from e
+        at = datetime.now(UTC).isoformat(timespec="seconds")
+        moves = [_move(client, model, CHAMPION, target)]
+        # the fallbacks shift up past the version that is champion again; the bad one is not a fallback
+        remaining = [v for v in (previous, previous_2) if v not in (None, target, current)]
+        for alias, value in zip((PREVIOUS, PREVIOUS_2), [*remaining, None, None], strict=False):
+            if value is None:
+                if alias_version(client, model, alias) is not None:
+                    client.delete_registered_model_alias(model, alias)
+                    moves.append({"alias": alias, "from": None, "to": None})
+            else:
+                moves.append(_move(client, model, alias, value))
+        for key in ("gate_passed", "gate_decision"):
+            client.delete_model_version_tag(model, current, f"{TAG}{key}")
+        for key, value in {"rolled_back_at": at, "rolled_back_reason": reason, "rolled_back_by": actor}.items():
+            client.set_model_version_tag(model, current, f"{TAG}{key}", value)
+        client.set_model_version_tag(model, target, f"{TAG}promoted_at", at)
+        client.set_model_version_tag(model, target, f"{TAG}promoted_reason", f"rollback: {reason}")
+        append_history(settings, model, "rollback", moves, reason, actor, dag_run, at)
+    return Promotion(model, target, current, reason, at)
+
+
+def _move(client: MlflowClient, model: str, alias: str, version: str) -> dict[str, Any]:
+    before = alias_version(client, model, alias)
+    client.set_registered_model_alias(model, alias, version)
+    return {"alias": alias, "from": before, "to": version}
+
+
+def history_path(settings: Settings, model: str) -> Path:
+    return settings.home / "registry" / f"{model}.alias-history.jsonl"
+
+
+def append_history(settings: Settings, model: str, kind: str, moves: list[dict[str, Any]], reason: str,
+                   actor: str, dag_run: str | None, at: str) -> None:
+    """MLflow keeps no history of alias moves (mlflow#2169); ctloop appends one line per change."""
+    path = history_path(settings, model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entry = {"at": at, "model": model, "kind": kind, "moves": moves, "reason": reason, "actor": actor,
+             "dag_run": dag_run}
+    with path.open("a") as fh:
+        fh.write(json.dumps(entry) + "\n")
+
+
+def read_history(settings: Settings, model: str) -> list[dict[str, Any]]:
+    path = history_path(settings, model)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def describe_version(client: MlflowClient, model: str, version: str | None) -> dict[str, Any] | None:
@@ -139,5 +218,5 @@ def registry_status(client: MlflowClient, model: str) -> dict[str, Any]:
     return {
         "model": model,
         **{alias: describe_version(client, model, alias_version(client, model, alias))
-           for alias in (CHAMPION, CHALLENGER, PREVIOUS)},
+           for alias in (CHAMPION, CHALLENGER, CANDIDATE, PREVIOUS, PREVIOUS_2)},
     }

@@ -1,0 +1,82 @@
+"""``dag.test()`` of ctloop_approve and ctloop_rollback (and ctloop_retrain in manual promotion mode)
+against a real MLflow SQLite registry."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+
+
+def _dag(name: str):  # type: ignore[no-untyped-def]
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS / f"{name}.py")).dags[name]
+
+
+def _states(run) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+
+
+def test_rollback_dag_restores_previous_and_refuses_without_fallback(airflow_db, ctloop_home: Path) -> None:  # type: ignore[no-untyped-def]
+    from ctloop.params import get_params
+    from ctloop.registry.mlflow_registry import CHAMPION, PREVIOUS, alias_version, configure_mlflow, read_history
+    from ctloop.retrain import promote_version
+    from ctloop.settings import get_settings
+
+    settings, params = get_settings(), get_params()
+    client = configure_mlflow(settings)
+    name = params.training.registered_model
+    client.create_registered_model(name)
+    champion = None
+    for v in ("1", "2"):
+        client.create_model_version(name, source=f"file:///nonexistent/v{v}")
+        client.set_model_version_tag(name, v, "ctloop.gate_decision",
+                                     json.dumps({"passed": True, "champion": champion, "reasons": ["ok"]}))
+        promote_version(params, settings, v, f"v{v}", expected_champion=champion)
+        champion = v
+    dag = _dag("ctloop_rollback")
+    run = dag.test(run_conf={"version": "previous", "reason": "error rate doubled"})
+    assert str(run.state) == "success", _states(run)
+    assert alias_version(client, name, CHAMPION) == "1" and alias_version(client, name, PREVIOUS) is None
+    last = read_history(settings, name)[-1]
+    assert last["kind"] == "rollback" and last["reason"] == "error rate doubled"
+    assert last["dag_run"].startswith("ctloop_rollback/")
+    again = dag.test(run_conf={"version": "previous", "reason": "again"})
+    assert str(again.state) == "failed", "no @previous left: refused, champion untouched"
+    assert alias_version(client, name, CHAMPION) == "1"
+
+
+def test_manual_mode_retrain_waits_for_the_approve_dag(airflow_db, use_params, ctloop_home: Path) -> None:  # type: ignore[no-untyped-def]
+    use_params(source={"rows_per_day": 500}, training={"min_rows": 1000, "window_days": 10},
+               promotion={"mode": "manual"})
+    from ctloop.data.store import Lake
+    from ctloop.ingest import ingest_day
+    from ctloop.params import get_params
+    from ctloop.registry.mlflow_registry import CANDIDATE, CHAMPION, alias_version, configure_mlflow
+    from ctloop.settings import get_settings
+    from ctloop.validation.context import open_context
+
+    settings, params = get_settings(), get_params()
+    context = open_context(settings)
+    for d in [date(2026, 1, 5) + timedelta(days=i) for i in range(8)]:
+        assert ingest_day(d, params, Lake(settings.lake_root), context).status == "curated"
+    run = _dag("ctloop_retrain").test(run_conf={"reason": "manual mode"})
+    assert str(run.state) == "success", _states(run)
+    client = configure_mlflow(settings)
+    name = params.training.registered_model
+    assert alias_version(client, name, CANDIDATE) == "1" and alias_version(client, name, CHAMPION) is None
+
+    approve = _dag("ctloop_approve")
+    refused = approve.test(run_conf={"version": "7", "reason": "no such version"})
+    assert str(refused.state) == "failed"
+    approved = approve.test(run_conf={"version": "1", "reason": "suites reviewed"})
+    assert str(approved.state) == "success", _states(approved)
+    assert alias_version(client, name, CHAMPION) == "1" and alias_version(client, name, CANDIDATE) is None
+    tags = client.get_model_version(name, "1").tags
+    assert tags["ctloop.promoted_reason"] == "approved: suites reviewed"
+    assert tags["ctloop.promoted_by"].startswith("airflow:ctloop_approve/")

@@ -7,8 +7,6 @@ import json
 from datetime import date, timedelta
 from pathlib import Path
 
-import pytest
-
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 
 
@@ -24,7 +22,13 @@ def _states(run) -> dict[str, str]:  # type: ignore[no-untyped-def]
 
 def test_rollback_dag_restores_previous_and_refuses_without_fallback(airflow_db, ctloop_home: Path) -> None:  # type: ignore[no-untyped-def]
     from ctloop.params import get_params
-    from ctloop.registry.mlflow_registry import CHAMPION, PREVIOUS, alias_version, configure_mlflow, read_history
+    from ctloop.registry.mlflow_registry import (
+        CHAMPION,
+        PREVIOUS,
+        alias_version,
+        configure_mlflow,
+        read_history,
+    )
     from ctloop.retrain import promote_version
     from ctloop.settings import get_settings
 

@@ -24,6 +24,8 @@ suite_app = typer.Typer(no_args_is_help=True, help="Great Expectations suites.")
 airflow_app = typer.Typer(no_args_is_help=True, help="The local Airflow (embedded default).")
 audit_app = typer.Typer(no_args_is_help=True, help="The hash-chained audit log of every decision.")
 app.add_typer(audit_app, name="audit")
+golden_app = typer.Typer(no_args_is_help=True, help="The golden set: reviewed cases every challenger must get right.")
+app.add_typer(golden_app, name="golden")
 app.add_typer(simulate_app, name="simulate")
 app.add_typer(suite_app, name="suite")
 app.add_typer(airflow_app, name="airflow")
@@ -241,6 +243,8 @@ def evaluate(
     data_dir: DataDir,
     version: Annotated[str | None, typer.Option(help="challenger version (default: from train.json)")] = None,
     run_dir: RunDir = None,
+    suites: Annotated[str | None, typer.Option(help="all | none | comma-separated: golden, behavioural, "
+                                               "adversarial, budgets, shadow (default: evaluation.suites)")] = None,
     plots: Annotated[Path | None, typer.Option(help="write ROC and calibration points (CSV, for `dvc plots`) "
                                                "here")] = None,
     as_json: JsonFlag = False,
@@ -255,14 +259,22 @@ def evaluate(
     if version is None:
         raise CtloopError(f"{out}: no train.json; pass --version")
     run_id = trained.get("run_id") if trained.get("version") == version else None
-    result = evaluate_models(params, settings, data_dir, version, run_id, out_dir=out)
+    from ctloop.params import SUITES
+
+    wanted: list[str] = (list(params.evaluation.suites) if suites is None else list(SUITES) if suites == "all"
+              else [] if suites == "none" else [x.strip() for x in suites.split(",")])
+    unknown = [x for x in wanted if x not in SUITES]
+    if unknown:
+        raise typer.BadParameter(f"--suites: unknown {', '.join(unknown)}; expected {', '.join(SUITES)}")
+    result = evaluate_models(params, settings, data_dir, version, run_id, out_dir=out, suites=wanted)
     (out / "metrics.json").write_text(json.dumps(_flat_metrics(out / "evaluation.json"), indent=1))
     if plots is not None:
         from ctloop.evaluation.curves import write_curves
 
         write_curves(params, settings, data_dir, version, plots)
     _emit(result, as_json, f"challenger v{version}: {result['metrics']}; champion: "
-                           f"{'v' + result['champion'] if result['champion'] else 'none yet'}")
+                           f"{'v' + result['champion'] if result['champion'] else 'none yet'}"
+                           + "".join(f"\n  {line}" for line in result["suites"].values()))
 
 
 @app.command()
@@ -295,6 +307,62 @@ def promote(
     settings, params, _ = _runtime()
     result = promote_version(params, settings, version, reason, force=force, actor="cli")
     _emit(result, as_json, f"champion: v{result['version']} (was {'v' + result['previous_champion'] if result['previous_champion'] else 'none'})")
+
+
+@golden_app.command("add")
+def golden_add(
+    request_ids: Annotated[list[str], typer.Argument(help="request ids from the prediction log")],
+    from_log: Annotated[bool, typer.Option("--from-log", help="take the requests from the prediction log")] = True,
+    label: Annotated[int, typer.Option(help="the correct decision (the dataset's classes)")] = 1,
+    note: Annotated[str, typer.Option(help="why this case matters (reviewed with the diff)")] = "",
+    days: Annotated[int, typer.Option(help="how many days of the log to search, back from --until")] = 30,
+    until: Annotated[str | None, typer.Option(help="last log day to search (YYYY-MM-DD; default: newest)")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Feed real production failures back into the golden set (appends; review and commit the diff)."""
+    from datetime import timedelta
+
+    from ctloop.evaluation.golden import add_from_log, append_cases
+
+    settings, params, lake = _runtime()
+    if label not in params.dataset.classes:
+        raise typer.BadParameter(f"--label {label}: expected one of {params.dataset.classes}")
+    if not note.strip():
+        raise typer.BadParameter("--note: say why this case belongs in the golden set")
+    base = lake.root / "predictions"
+    logged = sorted(date.fromisoformat(p.name[3:]) for p in base.glob("dt=*")) if base.exists() else []
+    last = date.fromisoformat(until) if until else (logged[-1] if logged else date.today())
+    search = [last - timedelta(days=i) for i in range(days)]
+    cases = add_from_log(lake, params.dataset, request_ids, label, note, search)
+    path = settings.project_dir / params.evaluation.golden.path
+    append_cases(path, cases)
+    _emit({"added": [c["case_id"] for c in cases], "golden_set": str(path)}, as_json,
+          f"added {len(cases)} case(s) to {path}: {', '.join(c['case_id'] for c in cases)}")
+
+
+@golden_app.command("seed")
+def golden_seed(
+    source: Annotated[Path, typer.Option("--from", help="reference Parquet with the target column")],
+    per_class: Annotated[int, typer.Option("--per-class", help="cases per class")] = 60,
+    as_json: JsonFlag = False,
+) -> None:
+    """Seed the golden set once from reference data: cases the @champion is confident and right about."""
+    import mlflow
+
+    from ctloop.data.reading import read_batch
+    from ctloop.evaluation.golden import append_cases, seed_cases
+    from ctloop.registry.mlflow_registry import configure_mlflow, require_champion
+    from ctloop.serving.scoring import score_rows
+
+    settings, params, _ = _runtime()
+    name = params.training.registered_model
+    version = require_champion(configure_mlflow(settings), name)
+    reference = read_batch(source)
+    scores = score_rows(mlflow.sklearn.load_model(f"models:/{name}/{version}"), reference, params.dataset).scores
+    cases = seed_cases(reference, scores, params.dataset, per_class, f"{source.name} scored by {name} v{version}")
+    path = settings.project_dir / params.evaluation.golden.path
+    append_cases(path, cases)
+    _emit({"added": len(cases), "golden_set": str(path)}, as_json, f"seeded {len(cases)} cases into {path}")
 
 
 @app.command()

@@ -66,7 +66,7 @@ def code_version(project_dir: Path) -> dict[str, str]:
 
 def config_hashes(settings: Settings, params: Params) -> dict[str, str]:
     suites = settings.gx_dir / "expectations"
-    golden = settings.project_dir / "great_expectations" / "golden" / f"{params.dataset.name}.parquet"
+    golden = settings.project_dir / params.evaluation.golden.path
     return {"params_sha256": sha256_of(settings.params),
             "gx_batch_suite_sha256": sha256_of(suites / f"{params.validation.suite}.json"),
             "gx_training_suite_sha256": sha256_of(suites / f"{params.training.suite}.json"),

@@ -169,6 +169,81 @@ class MonitoringSpec(_Strict):
     min_drift_days: int = Field(default=3, ge=1)
 
 
+SuiteName = Literal["golden", "behavioural", "adversarial", "budgets", "shadow"]
+SUITES: tuple[str, ...] = ("golden", "behavioural", "adversarial", "budgets", "shadow")
+Scalar = float | int | str | None
+
+
+def _all_suites() -> list[SuiteName]:
+    return ["golden", "behavioural", "adversarial", "budgets", "shadow"]
+
+
+class GoldenSpec(_Strict):
+    path: str = "great_expectations/golden/cases.jsonl"  # relative to the project directory
+    min_pass_rate: float = Field(default=0.95, ge=0, le=1)
+    allowed_flips: list[str] = Field(default_factory=list)  # case ids the challenger may get wrong
+
+
+class InvarianceCheck(_Strict):
+    column: str
+    values: list[Scalar] = Field(min_length=1)
+    max_score_change: float = Field(default=0.05, ge=0)
+    max_flip_share: float = Field(default=0.01, ge=0, le=1)  # share of rows whose decision may change
+
+
+class DirectionalCheck(_Strict):
+    column: str
+    change: float
+    expect: Literal["increase", "decrease"]
+    tolerance: float = Field(default=0.01, ge=0)  # no row may move the other way by more
+    min_effect: float = Field(default=0.005, ge=0)  # the mean move in the expected direction
+
+
+class MinimumCase(_Strict):
+    name: str
+    features: dict[str, Scalar]
+    expect: int
+
+
+class BehaviouralSpec(_Strict):
+    sample_rows: int = Field(default=500, ge=10)
+    invariance: list[InvarianceCheck] = Field(default_factory=list)
+    directional: list[DirectionalCheck] = Field(default_factory=list)
+    minimum_functionality: list[MinimumCase] = Field(default_factory=list)
+
+
+class AdversarialSpec(_Strict):
+    batch_rows: int = Field(default=100_000, ge=1)
+    long_text: int = Field(default=10_000, ge=1)
+
+
+class BudgetSpec(_Strict):
+    p99_latency_ms: float = Field(default=50, gt=0)
+    latency_samples: int = Field(default=200, ge=10)
+    min_rows_per_second: float = Field(default=20_000, gt=0)
+    max_model_mb: float = Field(default=50, gt=0)
+    max_brier_regression: float = Field(default=0.01, ge=0)
+    max_ece_regression: float = Field(default=0.02, ge=0)
+
+
+class ShadowSpec(_Strict):
+    hours: int = Field(default=24, ge=1)
+    min_rows: int = Field(default=200, ge=1)
+    min_agreement: float = Field(default=0.9, ge=0, le=1)
+    max_mean_score_shift: float = Field(default=0.1, ge=0)
+    quality_tolerance: float = Field(default=0.01, ge=0)  # labeled replay: challenger may trail by this
+
+
+class EvaluationSpec(_Strict):
+    suites: list[SuiteName] = Field(default_factory=_all_suites)
+    threshold: float = Field(default=0.5, gt=0, lt=1)  # score at which the decision is "escalate"
+    golden: GoldenSpec = GoldenSpec()
+    behavioural: BehaviouralSpec = BehaviouralSpec()
+    adversarial: AdversarialSpec = AdversarialSpec()
+    budgets: BudgetSpec = BudgetSpec()
+    shadow: ShadowSpec = ShadowSpec()
+
+
 class RollbackPolicy(_Strict):
     """Automatic rollback while a new champion bakes: its labeled quality against what ``previous`` had."""
 
@@ -192,6 +267,7 @@ class Params(_Strict):
     training: TrainingSpec
     gate: GateSpec
     monitoring: MonitoringSpec = MonitoringSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
     promotion: PromotionSpec = PromotionSpec()
 
 

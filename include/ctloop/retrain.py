@@ -103,8 +103,10 @@ def train(params: Params, settings: Settings, data_dir: Path, model: str | None 
 
 
 def evaluate(params: Params, settings: Settings, data_dir: Path, challenger_version: str,
-             challenger_run_id: str | None = None, out_dir: Path | None = None) -> dict[str, Any]:
-    """Evaluate the challenger and the current champion on the same test set."""
+             challenger_run_id: str | None = None, out_dir: Path | None = None,
+             suites: list[str] | None = None) -> dict[str, Any]:
+    """Evaluate the challenger and the current champion on the same test set, then run the evaluation
+    suites (``evaluation.suites`` unless ``suites`` says otherwise) on the challenger."""
     from ctloop.evaluation.evaluate import evaluate_version
     from ctloop.training.dataset import read_training_set
 
@@ -118,16 +120,77 @@ def evaluate(params: Params, settings: Settings, data_dir: Path, challenger_vers
     if champion_version is not None and champion_version != challenger_version:
         champion = evaluate_version(f"models:/{name}/{champion_version}", champion_version, None, test, params,
                                     settings, role="champion")
+    results = run_challenger_suites(params, settings, test, info, challenger_version,
+                                    champion.version if champion else None, challenger.metrics,
+                                    champion.metrics if champion else None, challenger_run_id, suites)
     record = {
         "window": info["window"], "test_rows": len(test),
         "challenger": challenger.__dict__, "champion": champion.__dict__ if champion else None,
+        "suites": results,
     }
     out = out_dir or data_dir
     out.mkdir(parents=True, exist_ok=True)
-    (out / "evaluation.json").write_text(json.dumps(record, indent=1))
+    (out / "evaluation.json").write_text(json.dumps(record, indent=1, default=str))
     return {"evaluation": str(out / "evaluation.json"), "challenger": challenger_version,
             "champion": champion_version if champion else None,
-            "metrics": {k: round(v, 4) for k, v in challenger.metrics.items()}}
+            "metrics": {k: round(v, 4) for k, v in challenger.metrics.items()},
+            "suites": {r["suite"]: r["summary"] for r in results}}
+
+
+def run_challenger_suites(params: Params, settings: Settings, test: Any, info: dict[str, Any], version: str,
+                          champion_version: str | None, metrics: dict[str, float],
+                          champion_metrics: dict[str, float] | None, run_id: str | None,
+                          suites: list[str] | None) -> list[dict[str, Any]]:
+    """The suites on the challenger; every figure to its MLflow run, every result as an artifact."""
+    import tempfile
+    from datetime import timedelta
+
+    import mlflow
+
+    from ctloop.evaluation.suites import run_suites
+    from ctloop.monitoring.prediction_log import labels_arrived, prediction_files
+
+    wanted: list[str] = list(params.evaluation.suites) if suites is None else suites
+    if not wanted:
+        return []
+    name = params.training.registered_model
+    challenger_model = mlflow.sklearn.load_model(f"models:/{name}/{version}")
+    champion_model = mlflow.sklearn.load_model(f"models:/{name}/{champion_version}") if champion_version else None
+    lake = Lake(settings.lake_root)
+    as_of = date.fromisoformat(info["window"]["end"])
+    days = [as_of - timedelta(days=i + 1) for i in range(-(-params.evaluation.shadow.hours // 24))]
+    files = [f for d in days for f in prediction_files(lake, d)]
+    logged = labels = None
+    if files and "shadow" in wanted:
+        import pandas as pd
+
+        logged = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        labels = labels_arrived(lake, as_of)
+    keys: tuple[str, ...] = ("brier_score", "ece")
+    calibration: dict[str, float] = {k: metrics[k] for k in keys if k in metrics}
+    theirs: dict[str, float] | None = (
+        {k: champion_metrics[k] for k in keys if k in champion_metrics} if champion_metrics else None)
+    results = [r.to_dict() for r in run_suites(challenger_model, champion_model, test, params, settings.project_dir,
+                                               calibration, theirs, logged, labels, wanted)]
+    if run_id:
+        client = configure_mlflow(settings)
+        client.log_batch(run_id, metrics=_metric_entities(
+            {f"suite.{k}": v for r in results for k, v in r["metrics"].items()}
+            | {f"suite.{r['suite']}.passed": float(r["passed"]) for r in results}))
+        with tempfile.TemporaryDirectory() as tmp:
+            for r in results:
+                (Path(tmp) / f"{r['suite']}.json").write_text(json.dumps(r, indent=1, default=str))
+            client.log_artifacts(run_id, tmp, artifact_path="suites")
+    return results
+
+
+def _metric_entities(values: dict[str, float]) -> list[Any]:
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, 0) for k, v in values.items()]
 
 
 def gate(params: Params, settings: Settings, evaluation_file: Path, challenger_run_id: str | None = None
@@ -136,7 +199,7 @@ def gate(params: Params, settings: Settings, evaluation_file: Path, challenger_r
     record = json.loads(evaluation_file.read_text())
     challenger = ModelEvaluation(**record["challenger"])
     champion = ModelEvaluation(**record["champion"]) if record.get("champion") else None
-    decision = decide(challenger, champion, params.gate)
+    decision = decide(challenger, champion, params.gate, record.get("suites"))
     client = configure_mlflow(settings)
     name = params.training.registered_model
     compact = json.dumps({"passed": decision.passed, "champion": decision.champion,

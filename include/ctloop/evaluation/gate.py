@@ -27,7 +27,7 @@ class ModelEvaluation:
 
 @dataclass(frozen=True)
 class Check:
-    check: str  # floor | change | slice_floor | slice_regression | missing
+    check: str  # floor | change | slice_floor | slice_regression | missing | suite:<name>
     metric: str
     passed: bool
     detail: str
@@ -62,7 +62,10 @@ def _fmt(x: float) -> str:
     return f"{x:.4f}"
 
 
-def decide(challenger: ModelEvaluation, champion: ModelEvaluation | None, policy: GateSpec) -> GateDecision:
+def decide(challenger: ModelEvaluation, champion: ModelEvaluation | None, policy: GateSpec,
+           suites: list[dict[str, Any]] | None = None) -> GateDecision:
+    """``suites``: the evaluation suites' results (``SuiteResult.to_dict()``); each failed check of a
+    suite is a failed check of the decision, each passing suite one passing line."""
     checks: list[Check] = []
     for name, rule in policy.metrics.items():
         value = challenger.metrics.get(name)
@@ -97,6 +100,12 @@ def decide(challenger: ModelEvaluation, champion: ModelEvaluation | None, policy
             checks.append(Check("change", name, ok, f"{versus}: within tolerance {rule.tolerance} "
                                                        f"(gate.within_tolerance: {policy.within_tolerance})"))
     checks.extend(_slice_checks(challenger, champion, policy))
+    for suite in suites or []:
+        failed = [c for c in suite["checks"] if not c["passed"]]
+        if failed:
+            checks.extend(Check(f"suite:{suite['suite']}", c["name"], False, c["detail"]) for c in failed)
+        else:
+            checks.append(Check(f"suite:{suite['suite']}", suite["suite"], True, suite["summary"]))
     return GateDecision(all(c.passed for c in checks), challenger.version,
                         champion.version if champion else None, tuple(checks))
 

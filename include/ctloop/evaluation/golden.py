@@ -1,0 +1,86 @@
+"""The golden set: reviewed cases with the expected decision, committed as JSON lines (one case per line,
+so a review diff shows exactly what was added). Seeded once from reference data; production failures are
+appended with ``ctloop golden add --from-log`` and never regenerated."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ctloop.errors import DataUnreadable, SchemaError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ctloop.data.store import Lake
+    from ctloop.params import DatasetSpec
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def case_from_row(row: pd.Series, contract: DatasetSpec, expected: int, case_id: str, note: str, source: str,
+                  ) -> dict[str, Any]:
+    return {"case_id": case_id, "expected": int(expected), "note": note, "source": source,
+            "features": {c: _jsonable(row[c]) for c in contract.features}}
+
+
+def seed_cases(reference: pd.DataFrame, scores: Any, contract: DatasetSpec, per_class: int, source: str,
+               confident: tuple[float, float] = (0.1, 0.8)) -> list[dict[str, Any]]:
+    """Cases the reference model is confident about and right on: clear escalations and clear
+    non-escalations a good model must keep getting right."""
+    frame = reference.assign(_score=scores)
+    target = contract.target
+    positives = frame[(frame[target] == 1) & (frame["_score"] >= confident[1])].head(per_class)
+    negatives = frame[(frame[target] == 0) & (frame["_score"] <= confident[0])].head(per_class)
+    cases = []
+    for part, label in ((positives, 1), (negatives, 0)):
+        for _, row in part.iterrows():
+            cases.append(case_from_row(row, contract, label, f"ref-{row[contract.id]}",
+                                       f"clear {'escalation' if label else 'non-escalation'} in reference data",
+                                       source))
+    return cases
+
+
+def add_from_log(lake: Lake, contract: DatasetSpec, request_ids: list[str], label: int, note: str,
+                 days: list[date]) -> list[dict[str, Any]]:
+    """Cases for logged production requests (a real failure fed back into the suite)."""
+    import pandas as pd
+
+    from ctloop.monitoring.prediction_log import prediction_files
+
+    files = [f for d in days for f in prediction_files(lake, d)]
+    if not files:
+        raise DataUnreadable(f"{lake.root / 'predictions'}: no prediction log to take requests from")
+    wanted = set(request_ids)
+    frames = [pd.read_parquet(f, filters=[("request_id", "in", sorted(wanted))]) for f in files]
+    found = pd.concat(frames, ignore_index=True).drop_duplicates("request_id")
+    missing = wanted - set(found["request_id"].astype(str))
+    if missing:
+        raise SchemaError(f"request_id {', '.join(sorted(missing))}: not in the prediction log "
+                          f"({lake.root / 'predictions'})")
+    return [case_from_row(row, contract, label, f"prod-{row['request_id']}", note,
+                          f"production request {row['request_id']} (model v{row['model_version']}, scored "
+                          f"{float(row['score']):.3f})") for _, row in found.iterrows()]
+
+
+def append_cases(path: Path, cases: list[dict[str, Any]]) -> int:
+    """Append, refusing a case id that is already there (the file is reviewed; nothing is rewritten)."""
+    existing = set()
+    if path.exists():
+        existing = {json.loads(line)["case_id"] for line in path.read_text().splitlines() if line.strip()}
+    duplicate = [c["case_id"] for c in cases if c["case_id"] in existing]
+    if duplicate:
+        raise SchemaError(f"{path}: case_id {', '.join(duplicate)} already in the golden set")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        for case in cases:
+            fh.write(json.dumps(case, sort_keys=True) + "\n")
+    return len(cases)

@@ -1,0 +1,1 @@
+"""Scoring for serving: the one path requests take to the model."""

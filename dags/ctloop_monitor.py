@@ -14,6 +14,9 @@ One window of production per data interval (daily by default; `monitoring.schedu
    the MLflow monitoring experiment.
 5. **emit_drift_event**: on drift, the `ctloop_drift_detected` Asset event (reasons, drifted columns,
    window, report) that schedules `ctloop_retrain`; skipped otherwise.
+6. **guard_new_champion**: during a new champion's bake period (`promotion.rollback`), its labeled
+   quality against what `previous` had; beyond the threshold it rolls back (audited) and emits the
+   `ctloop_rollback_alert` Asset event; skipped otherwise, with the reason.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ from datetime import timedelta
 from airflow.sdk import Asset, CronDataIntervalTimetable, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from ctloop.assets import DRIFT
+from ctloop.assets import DRIFT, ROLLBACK_ALERT
 from ctloop.orchestration import monitor_cron, schedule_end, schedule_start
 
 drift_detected = Asset(name=DRIFT)
+rollback_alert = Asset(name=ROLLBACK_ALERT)
 
 
 @dag(
@@ -80,8 +84,23 @@ def ctloop_monitor() -> None:
         outlet_events[drift_detected].extra = extra
         return extra
 
+    @task(outlets=[rollback_alert])
+    def guard_new_champion(quality: dict, dag_run=None, data_interval_start=None, outlet_events=None) -> dict:
+        from ctloop.tasks import monitor_guard
+
+        guarded = monitor_guard(data_interval_start, quality, dag_run.dag_id, dag_run.run_id)
+        decision = guarded["decision"] or {"status": "no champion", "reasons": []}
+        if not guarded.get("rolled_back"):
+            raise AirflowSkipException(f"{decision['status']}: {'; '.join(decision['reasons'])}")
+        outlet_events[rollback_alert].extra = {"reasons": decision["reasons"], "window": decision["window"],
+                                               "rolled_back": guarded["rolled_back"]["rolled_back"],
+                                               "champion": guarded["rolled_back"]["version"]}
+        return guarded
+
     collected = collect_window()
-    emit_drift_event(decide(collected, detect_drift(collected), check_quality(collected)))
+    quality = check_quality(collected)
+    emit_drift_event(decide(collected, detect_drift(collected), quality))
+    guard_new_champion(quality)
 
 
 ctloop_monitor()

@@ -2,3 +2,4 @@
 
 CURATED = "ctloop_curated_data"
 DRIFT = "ctloop_drift_detected"
+ROLLBACK_ALERT = "ctloop_rollback_alert"

@@ -187,3 +187,11 @@ def monitor_event_extra(summary: dict[str, Any]) -> dict[str, Any]:
     from ctloop.monitoring.monitor import drift_event_extra
 
     return drift_event_extra(summary)
+
+
+def monitor_guard(interval_start: datetime | str, quality: dict[str, Any], dag_id: str, run_id: str) -> dict[str, Any]:
+    """Automatic rollback during the new champion's bake period (``promotion.rollback``)."""
+    from ctloop.monitoring.rollback import guard_champion
+
+    settings, params, lake = _runtime()
+    return guard_champion(lake, params, settings, _day(interval_start), quality, actor=f"airflow:{dag_id}/{run_id}")

@@ -246,6 +246,9 @@ class LocalAirflow:
     def unpause(self, dag_id: str) -> None:
         self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
 
+    def pause(self, dag_id: str) -> None:
+        self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
+
     def backfill(self, dag_id: str, from_date: str, to_date: str, max_active_runs: int = 4) -> int:
         """Create a backfill (the scheduler runs it). A backfill left unfinished by an earlier, interrupted
         session is cancelled first: Airflow allows one running backfill per DAG."""

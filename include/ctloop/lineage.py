@@ -95,7 +95,7 @@ def data_version_of(data_dir: Path, lake: Lake, settings: Settings) -> dict[str,
     but has no ``.dvc`` file in the lake to pull it back from."""
     from ctloop.data.versioning import LakeVersions
 
-    versions = LakeVersions(lake.root, settings.home / "dvc-cache", settings.dvc_remote_url)
+    versions = LakeVersions.for_lake(lake.root)
     try:
         version: DataVersion | None = versions.version_of(data_dir)
     except VersioningError:  # outside the lake

@@ -127,3 +127,52 @@ def test_drift_window_triggers_retrain_through_the_asset(loop_airflow) -> None: 
     assert "data drift" in tags["ctloop.trigger_reason"] and "product_area" in tags["ctloop.trigger_reason"]
     details = json.loads(tags["ctloop.trigger_details"])
     assert details["window"] == drift_day.isoformat() and Path(details["report"]).exists()
+
+
+def test_a_bad_release_is_rolled_back_automatically_by_the_monitor(loop_airflow) -> None:  # type: ignore[no-untyped-def]
+    """Runs last: a good champion serves and is monitored, a bad version is force-promoted, its labeled
+    quality drops during the bake period, and the scheduler's monitor run rolls it back."""
+    from datetime import timedelta
+
+    from ctloop.data.store import Lake
+    from ctloop.monitoring.traffic import TrafficSpec, simulate_traffic
+    from ctloop.params import load_params
+    from ctloop.registry.mlflow_registry import read_history
+    from ctloop.retrain import describe_trigger, prepare, promote_version, train, training_set_dir
+
+    airflow, settings = loop_airflow
+    airflow.pause("ctloop_retrain")  # drift events may queue; no retrain may race the rollback under test
+    params = load_params(settings.params)
+    lake = Lake(settings.lake_root)
+    client, name = _mlflow(settings)
+    good = str(client.get_model_version_by_alias(name, "champion").version)
+    start = date(2026, 1, 14)
+    simulate_traffic(TrafficSpec(start, 3, "stable", None, rows_per_day=1000, label_delay_days=1, label_fraction=1.0),
+                     params, settings, lake)
+    airflow.wait_for_backfill(airflow.backfill("ctloop_monitor", "2026-01-14", "2026-01-16", 1), timeout=900)
+
+    # a bad release: a one-split stump, promoted by force past its gate
+    data = training_set_dir(lake, "e2e-bad-release")
+    prepare(params, lake, date(2026, 1, 11), 10, data, describe_trigger("manual", "e2e: bad release", None))
+    bad = str(train(params, settings, data, model="hist_gradient_boosting",
+                    hyperparameters={"max_iter": 1, "max_depth": 1, "learning_rate": 0.01})["version"])
+    promote_version(params, settings, bad, "e2e: bad release", force=True)
+    simulate_traffic(TrafficSpec(start + timedelta(days=3), 2, "stable", None, rows_per_day=1000, label_delay_days=1,
+                                 label_fraction=1.0), params, settings, lake)
+    airflow.wait_for_backfill(airflow.backfill("ctloop_monitor", "2026-01-17", "2026-01-18", 1), timeout=900)
+
+    runs = {r["logical_date"][:10]: r for r in airflow.dag_runs("ctloop_monitor")}
+    guarded = {t["task_id"]: t["state"] for t in airflow.task_instances("ctloop_monitor", runs["2026-01-18"]["dag_run_id"])}
+    assert guarded["guard_new_champion"] == "success", guarded
+    assert str(client.get_model_version_by_alias(name, "champion").version) == good
+    tags = client.get_model_version(name, bad).tags
+    assert "automatic rollback" in tags["ctloop.rolled_back_reason"] and "ctloop.gate_decision" not in tags
+    last = read_history(settings, name)[-1]
+    assert last["kind"] == "rollback" and last["actor"].startswith("airflow:ctloop_monitor/")
+    assert {"alias": "champion", "from": bad, "to": good} in last["moves"]
+    decision = json.loads((lake.root / "reports" / "monitor" / "dt=2026-01-18" / "rollback.json").read_text())
+    assert decision["decision"]["quality_window"] == "2026-01-17"
+    assert decision["decision"]["previous_quality"] - decision["decision"]["champion_quality"] > 0.05
+    assets = airflow.api("GET", "/assets", params={"name_pattern": "ctloop_rollback_alert"})["assets"]
+    events = airflow.api("GET", "/assets/events", params={"asset_id": assets[0]["id"]})["asset_events"]
+    assert events and events[-1]["extra"]["rolled_back"] == bad

@@ -69,9 +69,14 @@ class LakeVersions:
 
     @classmethod
     def for_lake(cls, lake_root: Path) -> LakeVersions:
-        """The lake at ``lake_root`` with the cache and remote of the current settings."""
+        """The lake at ``lake_root`` with the cache and remote it was set up with (so processes whose
+        settings differ never re-point it); a new lake gets those of the current settings."""
         from ctloop.settings import get_settings
 
+        marker = lake_root / ".dvc" / "ctloop.json"
+        if marker.exists():
+            known = json.loads(marker.read_text())
+            return cls(lake_root, Path(known["cache"]), str(known["remote"]))
         settings = get_settings()
         return cls(lake_root, settings.home / "dvc-cache", settings.dvc_remote_url)
 

@@ -203,7 +203,8 @@ def adversarial_cases(base: pd.DataFrame, contract: DatasetSpec, spec: Evaluatio
     for c in contract.categorical_features:
         cases[f"unseen category {c}"] = row.assign(**{c: "__never_seen_before__"})
         cases[f"wrong type {c}"] = row.assign(**{c: 12345})
-    cases["mixed batch"] = pd.concat([cases["every column null"], *list(cases.values())[1:6]], ignore_index=True)
+    mixed = [cases["every column null"], *list(cases.values())[1:6]]
+    cases["mixed batch"] = pd.concat([f.astype(object) for f in mixed], ignore_index=True)
     cases[f"{spec.adversarial.batch_rows}-row batch"] = base.sample(
         spec.adversarial.batch_rows, replace=True, random_state=0).reset_index(drop=True)
     return cases

@@ -153,9 +153,10 @@ def rollback(client: MlflowClient, settings: Settings, model: str, to: str | Non
         remaining = [v for v in (previous, previous_2) if v not in (None, target, current)]
         for alias, value in zip((PREVIOUS, PREVIOUS_2), [*remaining, None, None], strict=False):
             if value is None:
-                if alias_version(client, model, alias) is not None:
+                before = alias_version(client, model, alias)
+                if before is not None:
                     client.delete_registered_model_alias(model, alias)
-                    moves.append({"alias": alias, "from": None, "to": None})
+                    moves.append({"alias": alias, "from": before, "to": None})
             else:
                 moves.append(_move(client, model, alias, value))
         for key in ("gate_passed", "gate_decision"):

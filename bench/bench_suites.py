@@ -1,0 +1,61 @@
+"""The evaluation suites on one challenger (logistic regression trained on 14 simulated days, 28k rows;
+2 test days, 4k rows): wall time of each suite and its headline figures."""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "include"))
+
+from ctloop.data.simulator import SimulationSpec, simulate_day  # noqa: E402
+from ctloop.evaluation.suites import (  # noqa: E402
+    adversarial_suite,
+    behavioural_suite,
+    budgets_suite,
+    golden_suite,
+    read_golden,
+    shadow_suite,
+)
+from ctloop.params import load_params  # noqa: E402
+from ctloop.training.pipeline import build_pipeline  # noqa: E402
+
+
+def main() -> None:
+    params = load_params(REPO / "params.yaml")
+    c, spec = params.dataset, params.evaluation
+    days = [date(2026, 1, 1) + timedelta(days=i) for i in range(16)]
+    frames = [simulate_day(d, SimulationSpec(rows=2000)) for d in days]
+    train, test = pd.concat(frames[:14]), pd.concat(frames[14:]).reset_index(drop=True)
+    model = build_pipeline(c, "logistic_regression", {"C": 1.0, "max_iter": 1000}).fit(train[c.features], train[c.target])
+    scores = model.predict_proba(test[c.features])[:, 1]
+    logged = test.assign(request_id=[f"r{i}" for i in range(len(test))], score=scores, prediction=(scores >= 0.5).astype(int))
+    labels = pd.DataFrame({"request_id": logged["request_id"], "label": test[c.target]})
+    cases = read_golden(REPO / spec.golden.path)
+    sample = test.sample(spec.behavioural.sample_rows, random_state=42)
+    runs = {
+        "golden": lambda: golden_suite(model, model, cases, c, spec),
+        "behavioural": lambda: behavioural_suite(model, sample, c, spec),
+        "adversarial": lambda: adversarial_suite(model, test, c, spec),
+        "budgets": lambda: budgets_suite(model, test, c, spec, {"brier_score": 0.14}, {"brier_score": 0.14}, 2e5),
+        "shadow": lambda: shadow_suite(model, logged, labels, c, spec),
+    }
+    total = 0.0
+    print(f"{'suite':<13}{'seconds':>8}  result")
+    for name, run in runs.items():
+        started = time.perf_counter()
+        result = run()
+        took = time.perf_counter() - started
+        total += took
+        figures = ", ".join(f"{k} {v:,.3g}" for k, v in result.metrics.items())
+        print(f"{name:<13}{took:8.2f}  {'pass' if result.passed else 'FAIL'}  {figures}")
+    print(f"{'all':<13}{total:8.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -53,7 +53,12 @@ def test_first_run_promotes_and_a_weaker_model_is_rejected(retrain_dag) -> None:
     assert mlflow_run.data.tags["ctloop.gate_passed"] == "true"
     assert {"roc_auc", "f1_score", "log_loss", "brier_score", "precision_score", "recall_score"} <= set(mlflow_run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(mlflow_run.info.run_id)}
-    assert {"gate", "reference", "evaluation"} <= artifacts
+    assert {"gate", "reference", "evaluation", "suites", "lineage"} <= artifacts
+    # every evaluation suite ran on the challenger and is a line of the gate's decision
+    assert {"suite.golden_pass_rate", "suite.adversarial_crashes", "suite.latency_p99_ms"} <= set(mlflow_run.data.metrics)
+    assert mlflow_run.data.metrics["suite.adversarial_crashes"] == 0
+    checks = json.loads(client.get_model_version(name, "1").tags["ctloop.gate_decision"])["reasons"]
+    assert any(r.startswith("golden:") for r in checks) and any(r.startswith("adversarial:") for r in checks)
 
     weak = retrain_dag.test(run_conf={"reason": "try a stump", "model": "hist_gradient_boosting",
                                       "hyperparameters": {"max_iter": 1, "max_depth": 1, "learning_rate": 0.01}})

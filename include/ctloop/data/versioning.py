@@ -38,6 +38,7 @@ gate_decision.json
 .*.staging-*
 .*.old-*
 .incoming-*
+.ctloop-dvc.lock
 """
 
 
@@ -54,7 +55,8 @@ class DataVersion:
 
 
 def dvc_lock_path(lake_root: Path) -> Path:
-    return lake_root / ".dvc" / "tmp" / "ctloop-dvc.lock"
+    # beside .dvc/, not inside it: `dvc init --force` replaces .dvc/ and would take a held lock with it
+    return lake_root / ".ctloop-dvc.lock"
 
 
 class LakeVersions:

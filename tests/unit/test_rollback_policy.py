@@ -42,3 +42,11 @@ def test_missing_labels_previous_or_reference_never_roll_back() -> None:
     assert decide_rollback(W, POLICY, "roc_auc", "5", "4", W - timedelta(days=1), _q(0.5), []).status == "no_reference"
     off = POLICY.model_copy(update={"enabled": False})
     assert decide_rollback(W, off, "roc_auc", "5", "4", W, _q(0.1), HISTORY).status == "disabled"
+
+
+def test_the_replay_on_the_same_requests_is_preferred_to_history() -> None:
+    """After drift the previous champion's old windows are not comparable; the same requests are."""
+    d = decide_rollback(W, POLICY, "roc_auc", "5", "4", W - timedelta(days=1), _q(0.78), HISTORY, previous_replay=0.80)
+    assert d.status == "healthy" and d.previous_quality == 0.80 and "replayed" in d.reasons[0]
+    bad = decide_rollback(W, POLICY, "roc_auc", "5", "4", W - timedelta(days=1), _q(0.70), HISTORY, previous_replay=0.80)
+    assert bad.rollback and bad.previous_windows == [(W - timedelta(days=1)).isoformat()]

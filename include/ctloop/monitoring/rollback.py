@@ -42,10 +42,12 @@ class RollbackDecision:
 
 def decide_rollback(window: date, policy: RollbackPolicy, metric: str, champion: str, previous: str | None,
                     first_served: date, quality: dict[str, Any], previous_history: list[tuple[date, float]],
-                    ) -> RollbackDecision:
+                    previous_replay: float | None = None) -> RollbackDecision:
     """Pure. ``first_served``: the first window the champion served; ``quality``: the monitor's labeled
-    quality of this window (its ``quality_window`` and ``labeled_rows``); ``previous_history``: the
-    previous champion's labeled quality per window while it was champion, oldest first."""
+    quality of this window (its ``quality_window`` and ``labeled_rows``); ``previous_replay``: the
+    previous champion's quality on the very same labeled requests (replayed), the comparison of choice;
+    ``previous_history``: its labeled quality per window while it was champion, oldest first (used when
+    it cannot be replayed)."""
     def decision(status: Status, why: list[str], **kw: Any) -> RollbackDecision:
         return RollbackDecision(window.isoformat(), status, status == "rollback", champion, previous, why, **kw)
 
@@ -65,15 +67,19 @@ def decide_rollback(window: date, policy: RollbackPolicy, metric: str, champion:
     if rows < policy.min_labeled_rows:
         return decision("no_labels", [f"{rows} labeled rows on {judged}, fewer than {policy.min_labeled_rows}"])
     recent = previous_history[-policy.comparable_windows:]
-    if not recent:
+    if previous_replay is not None:
+        theirs, basis, used = previous_replay, "on the same requests, replayed", [str(judged)]
+    elif recent:
+        theirs = sum(q for _, q in recent) / len(recent)
+        basis, used = f"on its last {len(recent)} labeled window(s) as champion", [d.isoformat() for d, _ in recent]
+    else:
         return decision("no_reference", [f"no labeled window of v{previous} as champion to compare with"])
-    theirs = sum(q for _, q in recent) / len(recent)
     mine = float(quality["quality"])
     common = {"champion_quality": mine, "previous_quality": theirs, "quality_window": str(judged),
-              "previous_windows": [d.isoformat() for d, _ in recent]}
+              "previous_windows": used}
     drop = theirs - mine
     line = (f"{metric} of v{champion} on {judged} ({rows} labeled rows) {mine:.4f} vs v{previous} {theirs:.4f} "
-            f"on its last {len(recent)} labeled window(s): drop {drop:+.4f}")
+            f"{basis}: drop {drop:+.4f}")
     if drop > policy.max_quality_drop:
         return decision("rollback", [f"{line}, beyond {policy.max_quality_drop} during the bake period "
                                      f"(window {served + 1} of {policy.bake_days})"], **common)
@@ -89,6 +95,34 @@ def monitor_summaries(lake: Lake, before: date) -> list[dict[str, Any]]:
         if day < before and summary.exists():
             out.append(json.loads(summary.read_text()))
     return out
+
+
+def replay_quality(lake: Lake, params: Params, settings: Settings, window: date, judged: date, champion: str,
+                   previous: str) -> float | None:
+    """``previous``'s quality on the labeled requests the champion served on ``judged`` (same rows, same
+    labels, same metric), or None when they cannot be replayed."""
+    import mlflow
+
+    from ctloop.monitoring.monitor import SCORE, quality_of
+    from ctloop.monitoring.prediction_log import labels_arrived, read_predictions
+    from ctloop.registry.mlflow_registry import configure_mlflow
+    from ctloop.serving.scoring import ScoringError, score_rows
+
+    preds = read_predictions(lake, judged, params.dataset)
+    preds = preds[preds["model_version"].astype(str) == champion]
+    joined = preds.merge(labels_arrived(lake, window), on="request_id")
+    if len(joined) < params.promotion.rollback.min_labeled_rows or joined["label"].nunique() < 2:
+        return None
+    configure_mlflow(settings)
+    model = mlflow.sklearn.load_model(f"models:/{params.training.registered_model}/{previous}")
+    try:
+        scores = score_rows(model, joined, params.dataset).scores
+    except ScoringError:
+        return None
+    threshold = params.evaluation.threshold
+    replayed = joined.assign(**{SCORE: scores}).dropna(subset=[SCORE])
+    replayed = replayed.assign(prediction=(replayed[SCORE] >= threshold).astype("int64"))
+    return quality_of(params.monitoring.quality_metric, replayed)
 
 
 def guard_champion(lake: Lake, params: Params, settings: Settings, window: date, quality: dict[str, Any],
@@ -112,8 +146,12 @@ def guard_champion(lake: Lake, params: Params, settings: Settings, window: date,
     history = [(date.fromisoformat(s["quality_window"]), float(s["quality"])) for s in summaries
                if str(s.get("champion")) == previous and s.get("quality") is not None and s.get("quality_window")]
     policy = params.promotion.rollback
+    replay = None
+    if previous is not None and quality.get("quality_window") and quality.get("quality") is not None:
+        replay = replay_quality(lake, params, settings, window, date.fromisoformat(str(quality["quality_window"])),
+                                champion, previous)
     decision = decide_rollback(window, policy, params.monitoring.quality_metric, champion, previous, first_served,
-                               quality, sorted(set(history)))
+                               quality, sorted(set(history)), replay)
     out = {"decision": decision.to_dict(), "rolled_back": None}
     if decision.rollback:
         reason = f"automatic rollback: {decision.reasons[0]}"

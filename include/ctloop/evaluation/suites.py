@@ -48,6 +48,8 @@ class SuiteResult:
         failed = [c.detail for c in self.checks if not c.passed]
         if failed:
             return f"{self.suite}: {len(failed)} of {len(self.checks)} checks failed: {'; '.join(failed)}"
+        if len(self.checks) == 1:
+            return f"{self.suite}: {self.checks[0].detail}"
         return f"{self.suite}: all {len(self.checks)} checks passed"
 
     def to_dict(self) -> dict[str, Any]:

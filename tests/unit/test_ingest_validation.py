@@ -171,3 +171,20 @@ def test_a_failed_redelivery_withdraws_the_days_curated_data(files_source: Path)
     outcome, lake = _ingest()
     assert outcome.status == "quarantined" and not lake.partition("curated", DAY).exists()
     assert len(lake.raw_files(DAY)) == 2, "both deliveries stay in raw"
+
+
+def test_validation_view_keeps_values_and_lets_wrong_types_through_to_gx() -> None:
+    import pandas as pd
+
+    from ctloop.validation.run import validation_view
+
+    frame = pd.DataFrame({"text": ["a", None, "c"], "mixed": ["a", 2, "c"],
+                          "ts": pd.to_datetime(["2026-01-01T01:00:00+01:00"] * 3, utc=True), "n": [1.0, 2.0, 3.0]})
+    for i in range(5):  # built column by column: one block per column
+        frame[f"x{i}"] = [1.0, 2.0, 3.0]
+    view = validation_view(frame)
+    assert str(view["text"].dtype) == "string" and view["text"].isna().tolist() == [False, True, False]
+    assert view["mixed"].dtype == object, "a column holding anything but text stays object for GX's per-value check"
+    assert str(view["ts"].dtype) == "datetime64[ns]" and view["ts"].iloc[0] == pd.Timestamp("2026-01-01T00:00:00")
+    assert view._mgr.nblocks <= view.dtypes.astype(str).nunique(), "one block per dtype"
+    assert frame["text"].dtype == object and frame["ts"].dt.tz is not None, "the caller's frame is untouched"

@@ -111,20 +111,28 @@ def _describe(result: Any) -> ExpectationFailure:
 
 
 def validation_view(frame: pd.DataFrame) -> pd.DataFrame:
-    """The frame GX sees: tz-aware timestamp columns as naive UTC (the same instants).
+    """The frame GX sees: the same values, in a shape GX's pandas engine handles fast and correctly.
 
-    GX's pandas type check cannot match tz-aware dtypes; text stays text, so a timestamp delivered
-    as strings still fails the type expectation.
+    - tz-aware timestamp columns as naive UTC (the same instants): GX's pandas type check cannot match
+      tz-aware dtypes; text stays text, so a timestamp delivered as strings still fails the type check.
+    - object columns whose every non-null value is a ``str`` (pandas' C-level ``infer_dtype`` says so)
+      as pandas' ``string`` dtype: GX then checks their type once by dtype instead of calling
+      ``isinstance`` per value (3.2 s of 8 at 1M x 20). A column holding anything but text stays
+      ``object``, so GX's per-value check still names it.
+    - one consolidated block per dtype: a frame built column by column has a block per column, and
+      GX's engine consolidated it again for every metric (4.3 s of 8 at 1M x 20).
     """
     import pandas as pd
+    from pandas.api.types import infer_dtype
 
-    tz_cols = [c for c in frame.columns if isinstance(frame[c].dtype, pd.DatetimeTZDtype)]
-    if not tz_cols:
-        return frame
     view = frame.copy(deep=False)
-    for c in tz_cols:
-        view[c] = view[c].dt.tz_convert("UTC").dt.tz_localize(None)
-    return view
+    for c in view.columns:
+        dtype = view[c].dtype
+        if isinstance(dtype, pd.DatetimeTZDtype):
+            view[c] = view[c].dt.tz_convert("UTC").dt.tz_localize(None)
+        elif pd.api.types.is_object_dtype(dtype) and infer_dtype(view[c], skipna=True) == "string":
+            view[c] = view[c].astype(pd.StringDtype("python"))
+    return view.copy()  # consolidates (one block per dtype)
 
 
 def _naive_utc(moment: datetime) -> str:
@@ -153,9 +161,8 @@ def validate_frame(
         ) from e
     lo, hi = interval or (datetime(1, 1, 1), datetime(9999, 12, 31))
     parameters = {INTERVAL_START: _naive_utc(lo), INTERVAL_END: _naive_utc(hi)}
-    frame = validation_view(frame)
-
     started = time.perf_counter()
+    frame = validation_view(frame)
     result = definition.run(
         batch_parameters={"dataframe": frame}, expectation_parameters=parameters, result_format="BOOLEAN_ONLY"
     )

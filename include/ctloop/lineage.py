@@ -13,7 +13,6 @@ DVC, retrains with the recorded params and compares with the registered model.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import tempfile
@@ -22,6 +21,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ctloop.data.store import file_digest, file_sha256
 from ctloop.errors import NotReproduced, RegistryError, VersioningError
 
 if TYPE_CHECKING:
@@ -36,16 +36,12 @@ LINEAGE = "ctloop.lineage."
 
 
 def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "absent"
+    return file_sha256(path) if path.exists() else "absent"
 
 
 def md5_of(path: Path) -> str:
     """DVC 3's file hash (``hash: md5``) is the MD5 of the bytes."""
-    h = hashlib.md5()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_digest(path, "md5")
 
 
 def code_version(project_dir: Path) -> dict[str, str]:
@@ -75,13 +71,13 @@ def config_hashes(settings: Settings, params: Params) -> dict[str, str]:
 
 def training_sources(lake: Lake, days: list[date]) -> list[dict[str, Any]]:
     """Each curated partition of a training set: its DVC hash and what it was curated from."""
-    import yaml
+    from ctloop.data.versioning import dvc_md5
 
     sources = []
     for day in days:
         part = lake.partition("curated", day)
         dvcfile = part.with_name(f"{part.name}.dvc")
-        md5 = yaml.safe_load(dvcfile.read_text())["outs"][0]["md5"] if dvcfile.exists() else None
+        md5 = dvc_md5(dvcfile) if dvcfile.exists() else None
         manifest_file = part / "_manifest.json"
         manifest = json.loads(manifest_file.read_text()) if manifest_file.exists() else {}
         sources.append({"day": day.isoformat(), "curated": str(part), "dvc_md5": md5,
@@ -90,7 +86,7 @@ def training_sources(lake: Lake, days: list[date]) -> list[dict[str, Any]]:
     return sources
 
 
-def data_version_of(data_dir: Path, lake: Lake, settings: Settings) -> dict[str, Any]:
+def data_version_of(data_dir: Path, lake: Lake) -> dict[str, Any]:
     """The training set's DVC version; a directory outside the lake is hashed the way DVC hashes files,
     but has no ``.dvc`` file in the lake to pull it back from."""
     from ctloop.data.versioning import LakeVersions
@@ -121,7 +117,7 @@ def lineage_tags(data_version: dict[str, Any], window: dict[str, Any], code: dic
 def record_lineage(settings: Settings, params: Params, lake: Lake, client: MlflowClient, run_id: str, version: str,
                    data_dir: Path, info: dict[str, Any], train_config: dict[str, Any]) -> dict[str, str]:
     """Tag the run and the model version, and keep what reproduction needs as run artifacts."""
-    data_version = data_version_of(data_dir, lake, settings)
+    data_version = data_version_of(data_dir, lake)
     tags = lineage_tags(data_version, info["window"], code_version(settings.project_dir),
                         config_hashes(settings, params))
     name = params.training.registered_model

@@ -24,12 +24,14 @@ if TYPE_CHECKING:
 ZONES = ("raw", "quarantine", "curated", "training_sets", "predictions", "labels", "reports")
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes, read in blocks (raw batches and training sets can be large)."""
     with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, algorithm).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    return file_digest(path, "sha256")
 
 
 def _atomic_replace_dir(staging: Path, target: Path) -> None:

@@ -54,6 +54,13 @@ class DataVersion:
         return asdict(self)
 
 
+def dvc_md5(dvcfile: Path) -> str:
+    """The hash a ``.dvc`` file records for its (single) output."""
+    import yaml
+
+    return str(yaml.safe_load(dvcfile.read_text())["outs"][0]["md5"])
+
+
 def dvc_lock_path(lake_root: Path) -> Path:
     # beside .dvc/, not inside it: `dvc init --force` replaces .dvc/ and would take a held lock with it
     return lake_root / ".ctloop-dvc.lock"
@@ -128,23 +135,14 @@ class LakeVersions:
                     repo.push(targets=[str(self.root / f"{r}.dvc") for r in rels])
             except Exception as e:
                 raise VersioningError(f"dvc could not version {', '.join(rels)} in {self.root}: {e}") from e
-            return [self._describe(repo, r) for r in rels]
-
-    def untrack(self, path: Path) -> bool:
-        """Forget a withdrawn path's ``.dvc`` file; the data stays in the cache and remote."""
-        dvcfile = self.root / f"{self._rel(path)}.dvc"
-        if not dvcfile.exists():
-            return False
-        with file_lock(dvc_lock_path(self.root)):
-            dvcfile.unlink(missing_ok=True)
-        return True
+            return [self._describe(r) for r in rels]
 
     def version_of(self, path: Path) -> DataVersion | None:
+        """The tracked version of a lake path, read from its ``.dvc`` file and the cache (no DVC call)."""
         rel = self._rel(path)
         if not (self.root / f"{rel}.dvc").exists():
             return None
-        with self._repo() as repo:
-            return self._describe(repo, rel)
+        return self._describe(rel)
 
     def materialize(self, dvcfile_text: str, name: str) -> Path:
         """Bring a recorded data version back (``dvc pull`` from the remote) under ``reproduce/<name>``."""
@@ -176,11 +174,10 @@ class LakeVersions:
         except ValueError as e:
             raise VersioningError(f"{path} is outside the lake {self.root}; only lake data is versioned") from e
 
-    def _describe(self, repo: Repo, rel: str) -> DataVersion:
+    def _describe(self, rel: str) -> DataVersion:
         import yaml
 
-        dvcfile = self.root / f"{rel}.dvc"
-        text = dvcfile.read_text()
+        text = (self.root / f"{rel}.dvc").read_text()
         out = yaml.safe_load(text)["outs"][0]
         md5 = str(out["md5"])
         files: dict[str, str] = {}

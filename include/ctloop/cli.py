@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from typer.exceptions import TyperException
 
-from ctloop.errors import CtloopError
+from ctloop.errors import ConfigError, CtloopError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="ctloop: continuous training and evaluation on Airflow, MLflow, GX, Evidently and DVC.")
@@ -100,9 +100,13 @@ def simulate_traffic_cmd(
     rows_per_day: Annotated[int, typer.Option("--rows-per-day")] = 2000,
     label_delay_days: Annotated[int, typer.Option("--label-delay-days")] = 2,
     label_fraction: Annotated[float, typer.Option("--label-fraction")] = 0.5,
+    url: Annotated[str | None, typer.Option(help="send the requests to `ctloop serve` at this URL")] = None,
+    batch: Annotated[int, typer.Option(help="records per HTTP request (with --url)")] = 25,
+    concurrency: Annotated[int, typer.Option(help="parallel HTTP requests (with --url)")] = 4,
     as_json: JsonFlag = False,
 ) -> None:
-    """Score simulated requests with @champion into the prediction log; labels arrive K days later."""
+    """Simulated requests scored by @champion into the prediction log (in-process, or through a running
+    `ctloop serve` with --url); labels arrive K days later."""
     from ctloop.data.simulator import SCENARIOS
     from ctloop.monitoring.traffic import TrafficSpec, simulate_traffic
 
@@ -114,7 +118,15 @@ def simulate_traffic_cmd(
     spec = TrafficSpec(date.fromisoformat(start), days, scenario,
                        date.fromisoformat(drift_start) if drift_start else None, rows_per_day,
                        label_delay_days, label_fraction)
-    out = simulate_traffic(spec, params, settings, lake)
+    if url:
+        from ctloop.serving.client import http_client, send_traffic, wait_ready
+
+        token = settings.serving_token.get_secret_value() if settings.serving_token else None
+        with http_client(url, token) as client:
+            wait_ready(client, timeout=30)
+            out = send_traffic(client, spec, params, lake, batch, concurrency)
+    else:
+        out = simulate_traffic(spec, params, settings, lake)
     _emit({"days": out}, as_json, "\n".join(f"{d['date']}: {d['rows']} requests scored by v{d['champion']}, "
                                               f"{d['labels']} labels arrive {d['labels_arrive']}" for d in out))
 
@@ -585,6 +597,60 @@ def demo(
     if scenario not in SCENARIOS or scenario == "schema_break":
         raise typer.BadParameter(f"unknown scenario {scenario!r}")
     run_demo(days=days, extra_days=extra_days, scenario=scenario, production_days=production_days)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+) -> None:
+    """Serve @champion over HTTP (POST /predict; /health /ready /model /metrics; PUT /routes), with the
+    canary and shadow routes of params.yaml `serving` and the routes file. SIGTERM drains and flushes."""
+    from ctloop.serving.app import serve as run
+
+    settings, params, _ = _runtime()
+    run(settings, params, host, port)
+
+
+@app.command()
+def routes(
+    canary: Annotated[float | None, typer.Option(help="share of request keys sent to the canary (0 stops it)")] = None,
+    canary_alias: Annotated[str | None, typer.Option("--canary-alias", help="challenger or candidate")] = None,
+    shadow: Annotated[bool | None, typer.Option("--shadow/--no-shadow", help="shadow-score every request")] = None,
+    shadow_alias: Annotated[str | None, typer.Option("--shadow-alias", help="challenger or candidate")] = None,
+    url: Annotated[str | None, typer.Option(help="apply through a running server's PUT /routes at once")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show or change the serving routes at run time (servers pick a change up within serving.poll_seconds)."""
+    from ctloop.serving.routing import read_routes, routes_path, write_routes
+
+    settings, params, _ = _runtime()
+    changes = {k: v for k, v in {"canary_fraction": canary, "canary_alias": canary_alias, "shadow": shadow,
+                                 "shadow_alias": shadow_alias}.items() if v is not None}
+    if url:
+        from ctloop.serving.client import http_client
+
+        token = settings.serving_token.get_secret_value() if settings.serving_token else None
+        with http_client(url, token) as client:
+            r = client.put("/routes", json=changes) if changes else client.get("/model")
+        if r.status_code != 200:
+            raise ConfigError(f"{url}: {r.status_code} {r.text[:300]}")
+        current = r.json()["routes"]
+    else:
+        try:
+            routes_now = read_routes(settings.home, params.serving)
+            if changes:
+                routes_now = routes_now.changed("ctloop routes", **changes)
+                write_routes(settings.home, routes_now)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
+        current = routes_now.to_dict()
+    text = (f"canary: {current['canary_fraction']:.0%} to @{current['canary_alias']}"
+            + (f" (stopped {current['stopped']['at']}: {'; '.join(current['stopped']['reasons'])})"
+               if current.get("stopped") else "")
+            + f"\nshadow: {'@' + current['shadow_alias'] if current['shadow'] else 'off'}"
+            + f"\nfile:   {routes_path(settings.home)}")
+    _emit(current, as_json, text)
 
 
 @airflow_app.command("up")

@@ -259,6 +259,50 @@ class PromotionSpec(_Strict):
     rollback: RollbackPolicy = RollbackPolicy()
 
 
+class CanarySpec(_Strict):
+    alias: Literal["challenger", "candidate"] = "challenger"
+    fraction: float = Field(default=0.0, ge=0, le=1)  # share of request keys routed to the alias
+
+
+class ServingShadowSpec(_Strict):
+    enabled: bool = False
+    alias: Literal["challenger", "candidate"] = "challenger"
+
+
+class CanaryGuardSpec(_Strict):
+    """The canary is stopped when, over the last ``window`` requests of each route, its error rate exceeds
+    the champion's by more than ``max_error_rate_increase`` or its p99 latency exceeds both
+    ``max_p99_ratio`` x and ``min_p99_increase_ms`` + the champion's."""
+
+    window: int = Field(default=500, ge=10)
+    min_requests: int = Field(default=100, ge=1)
+    max_error_rate_increase: float = Field(default=0.01, ge=0, le=1)
+    max_p99_ratio: float = Field(default=3.0, ge=1)
+    min_p99_increase_ms: float = Field(default=20.0, ge=0)
+
+
+class BatchingSpec(_Strict):
+    max_batch: int = Field(default=256, ge=1)
+    max_wait_ms: float = Field(default=0.0, ge=0, le=50)  # 0: score whatever is queued, never wait
+
+
+class PredictionLogSpec(_Strict):
+    flush_seconds: float = Field(default=1.0, gt=0)
+    flush_rows: int = Field(default=20_000, ge=1)
+    max_queue_rows: int = Field(default=200_000, ge=1)  # beyond this, rows are dropped and counted
+
+
+class ServingSpec(_Strict):
+    poll_seconds: float = Field(default=5.0, gt=0)  # registry aliases and the routes file
+    compiled: bool = True  # serve linear pipelines through the verified compiled path (ctloop.serving.compiled)
+    max_records: int = Field(default=10_000, ge=1)  # per request
+    canary: CanarySpec = CanarySpec()
+    shadow: ServingShadowSpec = ServingShadowSpec()
+    guard: CanaryGuardSpec = CanaryGuardSpec()
+    batching: BatchingSpec = BatchingSpec()
+    log: PredictionLogSpec = PredictionLogSpec()
+
+
 class Params(_Strict):
     dataset: DatasetSpec
     source: SourceSpec = SourceSpec()
@@ -269,6 +313,7 @@ class Params(_Strict):
     monitoring: MonitoringSpec = MonitoringSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
     promotion: PromotionSpec = PromotionSpec()
+    serving: ServingSpec = ServingSpec()
 
 
 def _format_error(path: Path, err: ValidationError) -> str:

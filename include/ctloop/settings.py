@@ -9,7 +9,7 @@ from datetime import date
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     mlflow_artifact_root: str | None = None
     dvc_remote: str | None = Field(default=None, description="DVC remote URL or path; default <home>/dvc-remote")
     airflow_port: int = 8080
+    # `ctloop serve`: when set, every route but /health needs `Authorization: Bearer <token>`
+    serving_token: SecretStr | None = None
     # Time-based DAG schedules stop after this day (the DAGs' end_date). The demo and the end-to-end tests
     # run on a simulated calendar and set it to the calendar's last day, so the real clock adds no runs;
     # backfills, manual and asset-triggered runs are unaffected.

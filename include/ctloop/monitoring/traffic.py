@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 from ctloop.monitoring.prediction_log import write_labels, write_predictions
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ctloop.data.store import Lake
     from ctloop.params import Params
     from ctloop.settings import Settings
@@ -41,44 +43,59 @@ def load_champion(settings: Settings, params: Params) -> tuple[str, Any]:
     return version, mlflow.sklearn.load_model(f"models:/{name}/{version}")
 
 
-def simulate_traffic(spec: TrafficSpec, params: Params, settings: Settings, lake: Lake) -> list[dict[str, Any]]:
+def day_requests(day: date, spec: TrafficSpec, params: Params) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
+    """One day of simulated requests: (the simulator's labeled rows, the requests as logged before scoring,
+    the day's random generator for latency and the labeled subset)."""
     import numpy as np
     import pandas as pd
 
     from ctloop.data.simulator import SimulationSpec, simulate_day
 
-    version, model = load_champion(settings, params)
     contract = params.dataset
+    source = simulate_day(day, SimulationSpec(scenario=spec.scenario, drift_start=spec.drift_start,
+                                              magnitude=spec.magnitude, rows=spec.rows_per_day,
+                                              seed=params.source.seed + TRAFFIC_SEED_OFFSET))
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(f"traffic:{day}:{spec}".encode()).digest()[:8], "little"))
+    requests = pd.DataFrame({"request_id": "R" + source[contract.id].str[1:], "ts": source[contract.timestamp]})
+    requests = pd.concat([requests, source[contract.features].reset_index(drop=True)], axis=1)
+    return source, requests, rng
+
+
+def write_day_labels(lake: Lake, day: date, spec: TrafficSpec, params: Params, source: pd.DataFrame,
+                     requests: pd.DataFrame, rng: Any) -> int:
+    """The labels of a random ``label_fraction`` of the day's requests, arriving ``label_delay_days`` later."""
+    import pandas as pd
+
+    labeled = rng.random(len(requests)) < spec.label_fraction
+    labels = pd.DataFrame({
+        "request_id": requests["request_id"][labeled].to_numpy(),
+        "label": source[params.dataset.target][labeled].to_numpy(),
+        "labeled_at": (requests["ts"][labeled] + pd.Timedelta(days=spec.label_delay_days)).to_numpy(),
+    })
+    labels["labeled_at"] = pd.to_datetime(labels["labeled_at"], utc=True)
+    write_labels(lake, labels, name=f"simulated-{day}")
+    return int(labeled.sum())
+
+
+def simulate_traffic(spec: TrafficSpec, params: Params, settings: Settings, lake: Lake) -> list[dict[str, Any]]:
+    """Score each day's requests in-process with ``@champion`` (no server) and log them."""
+    import numpy as np
+
+    version, model = load_champion(settings, params)
     name = params.training.registered_model
     out = []
     for i in range(spec.days):
         day = spec.start + timedelta(days=i)
-        source = simulate_day(day, SimulationSpec(scenario=spec.scenario, drift_start=spec.drift_start,
-                                                  magnitude=spec.magnitude, rows=spec.rows_per_day,
-                                                  seed=params.source.seed + TRAFFIC_SEED_OFFSET))
-        features = source[contract.features]
-        scores = model.predict_proba(features)[:, 1]
-        rng = np.random.default_rng(int.from_bytes(hashlib.sha256(f"traffic:{day}:{spec}".encode()).digest()[:8], "little"))
-        log = pd.DataFrame({
-            "request_id": "R" + source[contract.id].str[1:],
-            "ts": source[contract.timestamp],
-            "model_name": name,
-            "model_version": version,
-            "route": "champion",
-        })
-        log = pd.concat([log, features.reset_index(drop=True)], axis=1)
-        log["prediction"] = (scores >= 0.5).astype("int64")
+        source, log, rng = day_requests(day, spec, params)
+        scores = model.predict_proba(log[params.dataset.features])[:, 1]
+        log.insert(2, "model_name", name)
+        log.insert(3, "model_version", version)
+        log.insert(4, "route", "champion")
+        log["prediction"] = (scores >= params.evaluation.threshold).astype("int64")
         log["score"] = scores
         log["latency_ms"] = np.round(rng.lognormal(np.log(3.0), 0.3, len(log)), 3)
         write_predictions(lake, log, name=f"simulated-v{version}")
-        labeled = rng.random(len(log)) < spec.label_fraction
-        labels = pd.DataFrame({
-            "request_id": log["request_id"][labeled].to_numpy(),
-            "label": source[contract.target][labeled].to_numpy(),
-            "labeled_at": (log["ts"][labeled] + pd.Timedelta(days=spec.label_delay_days)).to_numpy(),
-        })
-        labels["labeled_at"] = pd.to_datetime(labels["labeled_at"], utc=True)
-        write_labels(lake, labels, name=f"simulated-{day}")
-        out.append({"date": day.isoformat(), "rows": len(log), "champion": version, "labels": int(labeled.sum()),
+        labels = write_day_labels(lake, day, spec, params, source, log, rng)
+        out.append({"date": day.isoformat(), "rows": len(log), "champion": version, "labels": labels,
                     "labels_arrive": (day + timedelta(days=spec.label_delay_days)).isoformat()})
     return out

@@ -1,0 +1,145 @@
+"""Routes in force (canary share, shadow) and the canary guard: pure functions and records.
+
+The routes live in ``CTLOOP_HOME/serving/routes.json`` so they change at run time without a restart
+(``ctloop routes`` or ``PUT /routes``) and every server process reading the same home agrees; the defaults
+come from ``params.yaml`` ``serving``. The canary split is sticky: a key's bucket is a hash, so a key stays
+on its route while the fraction is unchanged, and raising the fraction only moves keys onto the canary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import deque
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from ctloop.params import CanaryGuardSpec, ServingSpec
+
+Alias = Literal["challenger", "candidate"]
+ALIASES: tuple[str, ...] = ("challenger", "candidate")
+CHAMPION_ROUTE, CANARY_ROUTE, SHADOW_ROUTE = "champion", "canary", "shadow"
+
+
+@dataclass(frozen=True)
+class Routes:
+    canary_fraction: float = 0.0
+    canary_alias: str = "challenger"
+    shadow: bool = False
+    shadow_alias: str = "challenger"
+    updated_at: str | None = None
+    updated_by: str | None = None
+    stopped: dict[str, Any] | None = None  # set by the canary guard: when, which version, why
+
+    @classmethod
+    def defaults(cls, spec: ServingSpec) -> Routes:
+        return cls(spec.canary.fraction, spec.canary.alias, spec.shadow.enabled, spec.shadow.alias)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def changed(self, by: str, **changes: Any) -> Routes:
+        """A checked copy with ``changes`` applied (ValueError naming the field otherwise)."""
+        unknown = set(changes) - {"canary_fraction", "canary_alias", "shadow", "shadow_alias"}
+        if unknown:
+            raise ValueError(f"unknown route setting {sorted(unknown)[0]!r} (known: canary_fraction, "
+                             "canary_alias, shadow, shadow_alias)")
+        fraction = changes.get("canary_fraction", self.canary_fraction)
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 <= fraction <= 1:
+            raise ValueError(f"canary_fraction: expected a number in [0, 1], got {fraction!r}")
+        for name in ("canary_alias", "shadow_alias"):
+            if changes.get(name, getattr(self, name)) not in ALIASES:
+                raise ValueError(f"{name}: expected one of {', '.join(ALIASES)}, got {changes[name]!r}")
+        if not isinstance(changes.get("shadow", self.shadow), bool):
+            raise ValueError(f"shadow: expected true or false, got {changes['shadow']!r}")
+        stopped = None if "canary_fraction" in changes or "canary_alias" in changes else self.stopped
+        return replace(self, **changes, canary_fraction=float(fraction), stopped=stopped,
+                       updated_at=datetime.now(UTC).isoformat(timespec="seconds"), updated_by=by)
+
+
+def routes_path(home: Path) -> Path:
+    return home / "serving" / "routes.json"
+
+
+def read_routes(home: Path, spec: ServingSpec) -> Routes:
+    """The routes file, or the params.yaml defaults when there is none (a broken file is a ValueError)."""
+    path = routes_path(home)
+    if not path.exists():
+        return Routes.defaults(spec)
+    try:
+        raw = json.loads(path.read_text())
+        return Routes(**raw)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{path}: not a routes file: {e}") from e
+
+
+def write_routes(home: Path, routes: Routes) -> Path:
+    path = routes_path(home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(routes.to_dict(), indent=1))
+    tmp.replace(path)  # atomic: a reader sees the old file or the new one
+    return path
+
+
+def bucket(key: str) -> float:
+    """A key's place in [0, 1): stable across processes and restarts (unlike ``hash``)."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2**64
+
+
+def on_canary(key: str, fraction: float) -> bool:
+    return fraction > 0 and bucket(key) < fraction
+
+
+@dataclass
+class RouteStats:
+    """The last ``window`` outcomes of one route: (failed, latency in ms)."""
+
+    window: int
+    outcomes: deque[tuple[bool, float]] = field(default_factory=deque)
+
+    def add(self, failed: bool, latency_ms: float) -> None:
+        self.outcomes.append((failed, latency_ms))
+        while len(self.outcomes) > self.window:
+            self.outcomes.popleft()
+
+    def summary(self) -> dict[str, float | int | None]:
+        n = len(self.outcomes)
+        if not n:
+            return {"requests": 0, "error_rate": None, "p99_ms": None}
+        latencies = sorted(lat for _, lat in self.outcomes)
+        return {"requests": n, "error_rate": sum(f for f, _ in self.outcomes) / n,
+                "p99_ms": latencies[min(n - 1, int(0.99 * n))]}
+
+
+@dataclass(frozen=True)
+class GuardDecision:
+    stop: bool
+    reasons: tuple[str, ...]
+    champion: dict[str, Any]
+    canary: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stop": self.stop, "reasons": list(self.reasons), "champion": self.champion, "canary": self.canary}
+
+
+def judge_canary(champion: dict[str, Any], canary: dict[str, Any], policy: CanaryGuardSpec) -> GuardDecision:
+    """Stop the canary when it fails or slows down more than the champion by the policy's margins."""
+    if canary["requests"] < policy.min_requests:
+        return GuardDecision(False, (f"{canary['requests']} canary requests, {policy.min_requests} needed",),
+                             champion, canary)
+    reasons = []
+    base_errors = champion["error_rate"] or 0.0
+    if canary["error_rate"] - base_errors > policy.max_error_rate_increase:
+        reasons.append(f"canary error rate {canary['error_rate']:.1%} vs champion {base_errors:.1%} "
+                       f"(allowed increase {policy.max_error_rate_increase:.1%})")
+    if champion["p99_ms"] is not None and canary["p99_ms"] is not None:
+        limit = max(champion["p99_ms"] * policy.max_p99_ratio, champion["p99_ms"] + policy.min_p99_increase_ms)
+        if canary["p99_ms"] > limit:
+            reasons.append(f"canary p99 {canary['p99_ms']:.1f} ms vs champion {champion['p99_ms']:.1f} ms "
+                           f"(limit {limit:.1f} ms)")
+    return GuardDecision(bool(reasons), tuple(reasons), champion, canary)

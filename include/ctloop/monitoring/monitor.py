@@ -106,7 +106,7 @@ def labeled_quality(lake: Lake, params: Params, window: date, champion_version: 
     for back in range(1, 8):
         day = window - timedelta(days=back)
         preds = read_predictions(lake, day, params.dataset)
-        preds = preds[preds["model_version"].astype(str) == champion_version]
+        preds = preds[(preds["model_version"].astype(str) == champion_version) & (preds["route"] != "shadow")]
         joined = preds.merge(labels, on="request_id")
         if len(joined) < params.monitoring.min_labeled_rows or joined["label"].nunique() < 2:
             continue
@@ -153,8 +153,10 @@ def measure_drift(lake: Lake, params: Params, settings: Settings, window: date) 
     if rows < params.monitoring.min_rows:
         return result
     # a bounded uniform sample read row group by row group: memory stays flat however big the window
-    sample, _ = sample_parquet(lake.partition("predictions", window), [*contract.features, SCORE],
+    sample, _ = sample_parquet(lake.partition("predictions", window), [*contract.features, SCORE, "route"],
                                params.monitoring.sample_rows)
+    # the champion's traffic only: shadow rows repeat requests, canary scores come from another model
+    sample = sample[sample["route"] == "champion"].drop(columns="route").reset_index(drop=True)
     numerical, categorical = column_kinds(sample, contract, contract.features)
     drift = detect_drift(champion["sample"], sample, [*numerical, SCORE], categorical, drift_policy(params),
                          rows={"reference": len(champion["sample"]), "current": rows},

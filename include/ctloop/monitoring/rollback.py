@@ -109,7 +109,7 @@ def replay_quality(lake: Lake, params: Params, settings: Settings, window: date,
     from ctloop.serving.scoring import ScoringError, score_rows
 
     preds = read_predictions(lake, judged, params.dataset)
-    preds = preds[preds["model_version"].astype(str) == champion]
+    preds = preds[(preds["model_version"].astype(str) == champion) & (preds["route"] != "shadow")]
     joined = preds.merge(labels_arrived(lake, window), on="request_id")
     if len(joined) < params.promotion.rollback.min_labeled_rows or joined["label"].nunique() < 2:
         return None

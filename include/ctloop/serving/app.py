@@ -177,10 +177,13 @@ class ServingState:
         """Load, compile when the pipeline allows it (verified against scikit-learn), and answer a warm-up
         call through the path that will serve."""
         import mlflow
+        from mlflow.models import Model
 
         from ctloop.serving.compiled import verified
 
-        model = mlflow.sklearn.load_model(f"models:/{self.name}/{version}")
+        local = mlflow.artifacts.download_artifacts(f"models:/{self.name}/{version}")
+        model = mlflow.sklearn.load_model(local)
+        warmup = self.warmup_records(Model.load(local).load_input_example(local))
         compiled, path = None, "scikit-learn path (serving.compiled is off)"
         if self.spec.compiled:
             try:
@@ -189,12 +192,20 @@ class ServingState:
                 path = f"scikit-learn path (probe failed: {e})"
         assert self.batcher is not None
         warm = LoadedModel("warm-up", version, model, _now(), compiled, path)
-        scores = self.batcher.scores_now(warm, [self.warmup_record()])
-        if len(scores) != 1:
-            raise ScoringError(f"warm-up returned {len(scores)} scores for 1 record")
+        scores = self.batcher.scores_now(warm, warmup)
+        if len(scores) != len(warmup):
+            raise ScoringError(f"warm-up returned {len(scores)} scores for {len(warmup)} records")
         return model, compiled, path
 
-    def warmup_record(self) -> dict[str, Any]:
+    def warmup_records(self, example: Any) -> list[dict[str, Any]]:
+        """The model's logged input example (real rows, as the request schema would pass them), or one
+        record of mid-range numbers and missing categories when it has none."""
+        import pandas as pd
+
+        if isinstance(example, pd.DataFrame) and set(self.contract.features) <= set(example.columns):
+            return [{c: (None if pd.isna(v) else (float(v) if c in self.contract.numeric_features else str(v)))
+                     for c, v in row.items() if c in self.contract.features}
+                    for row in example.to_dict("records")]
         record: dict[str, Any] = {}
         for name in self.contract.numeric_features:
             spec = self.contract.columns[name]
@@ -202,7 +213,7 @@ class ServingState:
                                spec.max if spec.max is not None else 0.0)
         for name in self.contract.categorical_features:
             record[name] = None
-        return record
+        return [record]
 
     def _export(self, models: ModelSet) -> None:
         m = self.metrics

@@ -57,7 +57,7 @@ class Routes:
         if not isinstance(changes.get("shadow", self.shadow), bool):
             raise ValueError(f"shadow: expected true or false, got {changes['shadow']!r}")
         stopped = None if "canary_fraction" in changes or "canary_alias" in changes else self.stopped
-        return replace(self, **changes, canary_fraction=float(fraction), stopped=stopped,
+        return replace(self, **{**changes, "canary_fraction": float(fraction)}, stopped=stopped,
                        updated_at=datetime.now(UTC).isoformat(timespec="seconds"), updated_by=by)
 
 

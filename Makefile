@@ -54,7 +54,11 @@ repro: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc metrics show
 
+# bench_serving drives the servers with hey (Debian's HTTP load generator)
 bench: setup
+	@command -v hey >/dev/null || apt-get install -y -q hey >/dev/null 2>&1 \
+	  || (apt-get update -q >/dev/null && apt-get install -y -q hey >/dev/null) \
+	  || { echo "bench: could not install hey (apt-get install hey)"; exit 1; }
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 up: setup

@@ -1,0 +1,137 @@
+"""`ctloop serve` against `mlflow models serve` for the same registered model version, on loopback, with a
+real HTTP load generator (hey, from Debian). Goals: >= 2x MLflow's throughput at the same worker count
+(one), and p99 <= 20 ms at a steady 250 req/s with prediction logging on.
+
+Three servers, one at a time (the machine has 2 cores, and hey needs one):
+- ctloop serve, default: the verified compiled scorer for the linear pipeline, micro-batched
+- ctloop serve with serving.compiled off: scikit-learn's predict_proba, adaptive micro-batching only
+- mlflow models serve --workers 1 --env-manager local (its FastAPI scoring server)
+Each gets: maximum throughput (16 connections, no rate limit) and steady rates (hey -q per connection).
+Single-row requests, the same record body; ctloop logs every prediction to the lake as in production.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "include"), str(REPO)]
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+SECONDS = int(os.environ.get("BENCH_SERVING_SECONDS", "15"))
+BIN = Path(sys.executable).parent
+
+
+def hey(url: str, body: Path, connections: int, rate_per_connection: float | None = None) -> dict[str, float]:
+    cmd = ["hey", "-z", f"{SECONDS}s", "-c", str(connections), "-m", "POST", "-T", "application/json",
+           "-D", str(body)]
+    if rate_per_connection:
+        cmd += ["-q", str(rate_per_connection)]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    codes = dict(re.findall(r"\[(\d{3})\]\s+(\d+) responses", out))
+    latency = dict(re.findall(r"(\d+)% in ([\d.]+) secs", out))
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+            "p50_ms": float(latency["50"]) * 1000, "p99_ms": float(latency["99"]) * 1000,
+            "ok": int(codes.get("200", 0)), "failed": sum(int(n) for c, n in codes.items() if c != "200")}
+
+
+def wait_http(url: str, timeout: float = 120) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(url)
+
+
+def measure(name: str, url: str, body: Path, rates: list[int]) -> list[tuple[str, str, dict[str, float]]]:
+    hey(url, body, 4, None)  # warm-up pass, not reported
+    rows = [(name, "max throughput, 16 connections", hey(url, body, 16))]
+    for rate in rates:
+        rows.append((name, f"steady {rate} req/s (10 connections)", hey(url, body, 10, rate / 10)))
+    return rows
+
+
+def main() -> None:
+    if shutil.which("hey") is None:
+        sys.exit("hey is not installed (make bench installs it: apt-get install hey)")
+    import json
+
+    import yaml
+
+    from ctloop.airflow_runtime import free_port
+    from ctloop.params import load_params
+    from ctloop.settings import Settings
+    from ctloop.training.pipeline import build_pipeline
+    from tests.serving_helpers import Server, register, training_frame
+
+    tmp = Path(tempfile.mkdtemp(prefix="ctloop-bench-serving-"))
+    home = tmp / "home"
+    params = load_params(REPO / "params.yaml")
+    settings = Settings(home=home, params=REPO / "params.yaml")
+    frame = training_frame(params, rows=20_000)
+    version = register(settings, params, build_pipeline(params.dataset, "logistic_regression",
+                                                        params.training.models["logistic_regression"]),
+                       frame, ("champion",))
+    record = {c: (None if v != v else v) for c, v in frame[params.dataset.features].iloc[0].to_dict().items()}
+    ours, theirs = tmp / "ctloop.json", tmp / "mlflow.json"
+    ours.write_text(json.dumps(record))
+    theirs.write_text(json.dumps({"dataframe_records": [record]}))
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["serving"]["compiled"] = False
+    sklearn_params = tmp / "params-sklearn.yaml"
+    sklearn_params.write_text(yaml.safe_dump(raw))
+    results = []
+    for name, params_path in (("ctloop serve (compiled)", REPO / "params.yaml"),
+                              ("ctloop serve (scikit-learn, micro-batched)", sklearn_params)):
+        server = Server(home, params_path)
+        try:
+            server.wait_ready()
+            results += measure(name, f"{server.url}/predict", ours, [150, 250])
+            with server.client() as c:
+                metrics = c.get("/metrics").text
+            logged = re.search(r"ctloop_serving_log_written_rows_total ([\d.e+]+)", metrics)
+            dropped = re.search(r"ctloop_serving_log_dropped_rows_total ([\d.e+]+)", metrics)
+            print(f"{name}: prediction log rows written {logged.group(1) if logged else '?'}, "
+                  f"dropped {dropped.group(1) if dropped else '?'}")
+        finally:
+            server.stop()
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": settings.tracking_uri,
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}  # it execs uvicorn by name
+    mlflow_log = (tmp / "mlflow-serve.log").open("w")
+    proc = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{params.training.registered_model}/{version}",
+                             "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port), "--workers", "1"],
+                            env=env, stdout=mlflow_log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health")
+        results += measure("mlflow models serve (1 worker)", f"http://127.0.0.1:{port}/invocations", theirs, [150, 250])
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(30)
+    print(f"\nmodel {params.training.registered_model} v{version} (logistic regression, 6 numeric + 4 categorical "
+          f"features), single-row requests, {SECONDS} s per line, hey on the same 2-core machine")
+    print(f"{'server':<44} {'load':<36} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7}")
+    for name, load, r in results:
+        print(f"{name:<44} {load:<36} {r['rps']:>8.0f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['failed']:>7}")
+    best = {name: r["rps"] for name, load, r in results if load.startswith("max")}
+    mlflow_rps = best["mlflow models serve (1 worker)"]
+    for name, rps in best.items():
+        if not name.startswith("mlflow"):
+            print(f"{name}: {rps / mlflow_rps:.1f}x mlflow models serve's throughput")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

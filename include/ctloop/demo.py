@@ -7,19 +7,28 @@ the real clock adds no runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from rich.console import Console
 from rich.table import Table
 
 from ctloop.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    import httpx
 
 DEMO_START = date(2026, 1, 5)
 # one-day incidents the validation must catch (day offset -> simulator incident)
@@ -131,40 +140,71 @@ def _wait_for_drift_retrain(airflow: Any, known: set[str], timeout: float = 900)
     return None
 
 
+@contextlib.contextmanager
+def _serving(console: Console, settings: Settings) -> Iterator[httpx.Client]:
+    """``ctloop serve`` for the production days, stopped with SIGTERM (it drains and flushes its log)."""
+    from ctloop.airflow_runtime import free_port, telemetry_off_env
+    from ctloop.serving.client import http_client, wait_ready
+
+    port = free_port()
+    env = {**os.environ, **telemetry_off_env(), "CTLOOP_HOME": str(settings.home),
+           "CTLOOP_PARAMS": str(settings.params)}
+    log_path = settings.home / "serve.log"
+    with log_path.open("w") as out:
+        proc = subprocess.Popen([str(Path(sys.executable).with_name("ctloop")), "serve", "--port", str(port)],
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            with http_client(f"http://127.0.0.1:{port}", None) as client:
+                ready = wait_ready(client, timeout=120)
+                console.print(f"ctloop serve on {client.base_url} (champion v{ready['champion']}; log {log_path}); "
+                              "production traffic goes through it over HTTP")
+                yield client
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+    flushed = [line for line in log_path.read_text().splitlines() if "prediction log flushed" in line]
+    console.print(f"ctloop serve stopped (SIGTERM): {flushed[-1].split(': ', 1)[-1] if flushed else 'no flush line'}")
+
+
 def _production(airflow: Any, console: Console, settings: Settings, days: list[date], scenario: str,
                 drift_start: date) -> list[dict[str, Any]]:
-    """Each day: requests scored by the champion of that day, then that day's monitor run through the
-    scheduler; a drift event schedules ctloop_retrain, which the next day's traffic waits for."""
+    """Each day: the day's requests through ``ctloop serve`` (scored by the champion of that day), then
+    that day's monitor run through the scheduler; a drift event schedules ctloop_retrain, and the next
+    day's traffic waits until the server has hot-swapped to whatever champion the registry holds."""
     from ctloop.data.store import Lake
-    from ctloop.monitoring.traffic import TrafficSpec, simulate_traffic
+    from ctloop.monitoring.traffic import TrafficSpec
     from ctloop.params import load_params
-    from ctloop.registry.mlflow_registry import configure_mlflow
+    from ctloop.registry.mlflow_registry import CHAMPION, alias_version, configure_mlflow
+    from ctloop.serving.client import send_traffic, wait_ready
 
     params = load_params(settings.params)
     lake = Lake(settings.lake_root)
     client = configure_mlflow(settings)
+    name = params.training.registered_model
     rows = []
-    for day in days:
-        simulate_traffic(TrafficSpec(day, 1, scenario, drift_start, rows_per_day=params.source.rows_per_day,
-                                     label_delay_days=2, label_fraction=0.5), params, settings, lake)
-        known = {r["dag_run_id"] for r in airflow.dag_runs("ctloop_retrain")}
-        airflow.wait_for_backfill(airflow.backfill("ctloop_monitor", day.isoformat(), day.isoformat(), 1))
-        summary = json.loads((lake.root / "reports" / "monitor" / f"dt={day}" / "summary.json").read_text())
-        decision = summary["decision"]
-        row = {"date": day.isoformat(), "rows": summary["rows"], "drift_share": summary["drift_share"],
-               "drifted": ", ".join(summary["drifted_columns"] or []), "champion": summary["champion"],
-               "quality": summary["quality"], "quality_window": summary["quality_window"],
-               "status": decision["status"], "retrain": ""}
-        if decision["trigger"]:
-            run = _wait_for_drift_retrain(airflow, known)
-            name = params.training.registered_model
-            champion = client.get_model_version_by_alias(name, "champion").version
-            row["retrain"] = (f"drift -> retrain {run['state'] if run else 'not finished'}; champion v{champion}: "
-                              f"{'; '.join(decision['reasons'])[:120]}")
-        rows.append(row)
-        console.print(f"  {day}: {decision['status']:<17} drift share {_pct(summary['drift_share'])}  "
-                      f"champion v{summary['champion']}  labeled quality {_num(summary['quality'])}"
-                      + (f"  -> {row['retrain']}" if row["retrain"] else ""))
+    with _serving(console, settings) as server:
+        for day in days:
+            wait_ready(server, timeout=120, champion=alias_version(client, name, CHAMPION))
+            sent = send_traffic(server, TrafficSpec(day, 1, scenario, drift_start, rows_per_day=params.source.rows_per_day,
+                                                    label_delay_days=2, label_fraction=0.5), params, lake)[0]
+            known = {r["dag_run_id"] for r in airflow.dag_runs("ctloop_retrain")}
+            airflow.wait_for_backfill(airflow.backfill("ctloop_monitor", day.isoformat(), day.isoformat(), 1))
+            summary = json.loads((lake.root / "reports" / "monitor" / f"dt={day}" / "summary.json").read_text())
+            decision = summary["decision"]
+            row = {"date": day.isoformat(), "rows": summary["rows"], "served": sent["served"],
+                   "drift_share": summary["drift_share"],
+                   "drifted": ", ".join(summary["drifted_columns"] or []), "champion": summary["champion"],
+                   "quality": summary["quality"], "quality_window": summary["quality_window"],
+                   "status": decision["status"], "retrain": ""}
+            if decision["trigger"]:
+                run = _wait_for_drift_retrain(airflow, known)
+                champion = client.get_model_version_by_alias(name, "champion").version
+                row["retrain"] = (f"drift -> retrain {run['state'] if run else 'not finished'}; champion v{champion}: "
+                                  f"{'; '.join(decision['reasons'])[:120]}")
+            rows.append(row)
+            console.print(f"  {day}: {decision['status']:<17} drift share {_pct(summary['drift_share'])}  "
+                          f"champion v{summary['champion']}  labeled quality {_num(summary['quality'])}"
+                          + (f"  -> {row['retrain']}" if row["retrain"] else ""))
     return rows
 
 

@@ -10,6 +10,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -365,5 +366,14 @@ def test_sigterm_under_load_loses_no_logged_prediction(tmp_path: Path, served: d
     assert all(e in ("ConnectError", "RemoteProtocolError", "ReadError") for e in errors), errors
     rows = logged(home / "lake")
     assert len(rows) == len(answered) and set(rows["request_id"]) == set(answered)
+    # the monitor's reader takes the server's files as they are (schema checked from the footers)
+    from ctloop.data.store import Lake
+    from ctloop.monitoring.prediction_log import read_predictions
+
+    days = sorted({d.name[3:] for d in (home / "lake" / "predictions").iterdir()})
+    contract = served["params"].dataset
+    read = [read_predictions(Lake(home / "lake"), date.fromisoformat(d), contract) for d in days]
+    assert sum(len(r) for r in read) == len(answered)
+    assert set(read[0]["route"]) == {"champion"} and read[0]["latency_ms"].gt(0).all()
     text = server.log.read_text()
     assert "prediction log flushed" in text and "Finished server process" in text

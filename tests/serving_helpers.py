@@ -31,7 +31,7 @@ def register(settings: Any, params: Any, pipeline: Any, frame: Any, aliases: tup
     import mlflow
     from mlflow.models import infer_signature
 
-    from ctloop.registry.mlflow_registry import configure_mlflow
+    from ctloop.registry.mlflow_registry import configure_mlflow, ensure_experiment
     from ctloop.training.train import pip_requirements, trusted_types
 
     client = configure_mlflow(settings)
@@ -39,8 +39,8 @@ def register(settings: Any, params: Any, pipeline: Any, frame: Any, aliases: tup
     X, y = frame[contract.features], frame[contract.target]
     pipeline.fit(X, y)
     name = params.training.registered_model
-    mlflow.set_experiment("serving-tests")
-    with mlflow.start_run():
+    experiment = ensure_experiment(client, "serving-tests", settings)  # artifacts under the settings' root
+    with mlflow.start_run(experiment_id=experiment):
         example = X.head(5).astype({c: "float64" for c in contract.numeric_features})
         info = mlflow.sklearn.log_model(pipeline, name="model", signature=infer_signature(example, pipeline.predict(example)),
                                         input_example=example, registered_model_name=name,

@@ -44,6 +44,13 @@ def telemetry_off_env() -> dict[str, str]:
     return dict(TELEMETRY_OFF)
 
 
+def worker_hostname() -> str:
+    """Airflow's ``[core] hostname_callable`` for several Celery workers on one machine: the name in
+    ``CTLOOP_WORKER_HOSTNAME`` (recorded on each task instance, so it shows which worker ran what),
+    else the machine's FQDN as Airflow's default does."""
+    return os.environ.get("CTLOOP_WORKER_HOSTNAME") or socket.getfqdn()
+
+
 @dataclass
 class LocalAirflow:
     settings: Settings
@@ -148,6 +155,21 @@ class LocalAirflow:
             (self.home / "pids.json").write_text(json.dumps({n: p.pid for n, p in self.processes.items()}))
         if wait:
             self.wait_healthy()
+
+    def start_celery_worker(self, name: str, concurrency: int = 2) -> subprocess.Popen[bytes]:
+        """One ``airflow celery worker`` (its own process group, log-server port and task-instance hostname,
+        so several run on one machine); needs ``AIRFLOW__CORE__EXECUTOR=CeleryExecutor`` in ``extra_env``."""
+        env = {**self.env(), "CTLOOP_WORKER_HOSTNAME": name,
+               "AIRFLOW__CORE__HOSTNAME_CALLABLE": "ctloop.airflow_runtime.worker_hostname",
+               "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())}
+        logs = self.home / "process-logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        with (logs / f"celery-{name}.log").open("ab") as out:
+            proc = subprocess.Popen([self.airflow_bin(), "celery", "worker", "--celery-hostname", f"{name}@%h",
+                                     "--concurrency", str(concurrency)], env=env, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes[f"celery-{name}"] = proc
+        return proc
 
     def wait_healthy(self, timeout: float = 120) -> None:
         import httpx

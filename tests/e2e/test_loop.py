@@ -1,33 +1,65 @@
-"""The real scheduler: ingest backfill -> retrain -> champion, and a manual trigger through the REST API
-whose reason reaches the MLflow run."""
+"""The loop on the production topology without containers: PostgreSQL 15 (Airflow's metadata DB and MLflow's
+backend store), Redis (the Celery broker), Airflow's api-server, scheduler, dag-processor and triggerer, and
+two `airflow celery worker`s. Ingest backfill -> retrain -> champion (tasks spread over both workers), a
+worker killed with SIGKILL mid-task (the task is retried on the other worker, the run succeeds), a drift
+window -> retrain through the Asset, and a bad release rolled back by the monitor. The embedded default
+(LocalExecutor on SQLite) runs in test_ingest_backfill.py and in `make demo`."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import start_airflow
+from tests.conftest import REPO, write_params
+from tests.stack_helpers import Postgres, Redis
 
 pytestmark = pytest.mark.e2e
+WORKERS = ("worker-1", "worker-2")
 
 
 @pytest.fixture(scope="module")
-def loop_airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:  # type: ignore[type-arg]
+def loop_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
+    from ctloop.airflow_runtime import LocalAirflow, free_port
+    from ctloop.settings import Settings
+
     home = tmp_path_factory.mktemp("loop")
-    airflow, settings = start_airflow(
-        home, schedule_end=date(2026, 1, 10),
-        source={"rows_per_day": 500, "incidents": {"2026-01-07": "upstream_bug"}},
-        training={"min_rows": 1000, "test_days": 1},
-    )
+    pg, redis = Postgres(), Redis()
+    params = write_params(home / "params.yaml", source={"rows_per_day": 500, "incidents": {"2026-01-07": "upstream_bug"}},
+                          training={"min_rows": 1000, "test_days": 1})
+    settings = Settings(home=home / "ctloop", params=params, project_dir=REPO, schedule_end=date(2026, 1, 10),
+                        mlflow_tracking_uri=pg.url("mlflow"))
+    airflow = LocalAirflow.from_settings(settings, port=free_port(), extra_env={
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg.url("airflow"),
+        "AIRFLOW__CELERY__BROKER_URL": redis.url,
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{pg.url('airflow', 'postgresql')}",
+        # a killed worker's task is noticed by its missing heartbeats (default 300 s)
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "15",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "3",
+        "CTLOOP_MLFLOW_TRACKING_URI": pg.url("mlflow"),
+    })
     try:
+        airflow.start()
+        for name in WORKERS:
+            airflow.start_celery_worker(name)
         yield airflow, settings
     finally:
         airflow.stop()
+        redis.stop()
+        pg.stop()
+
+
+@pytest.fixture
+def loop_airflow(loop_stack: tuple[Any, Any]) -> tuple[Any, Any]:
+    return loop_stack
 
 
 def _mlflow(settings):  # type: ignore[no-untyped-def]
@@ -45,6 +77,9 @@ def test_ingest_then_retrain_promotes_a_champion(loop_airflow) -> None:  # type:
     airflow.wait_for_backfill(airflow.backfill("ctloop_ingest", "2026-01-05", "2026-01-10"), timeout=600)
     ingest = {r["logical_date"][:10]: r["state"] for r in airflow.dag_runs("ctloop_ingest")}
     assert ingest["2026-01-07"] == "failed" and sum(s == "success" for s in ingest.values()) == 5
+    ran_on = {t["hostname"] for r in airflow.dag_runs("ctloop_ingest")
+              for t in airflow.task_instances("ctloop_ingest", r["dag_run_id"]) if t["state"] != "upstream_failed"}
+    assert ran_on == set(WORKERS), ran_on  # the Celery queue spread the tasks over both workers
 
     # a manual trigger with Params, through the Airflow REST API, as the UI form would send it
     run_id = airflow.trigger("ctloop_retrain", conf={"reason": "e2e: first champion", "window_days": 10})
@@ -90,6 +125,27 @@ def test_ingest_then_retrain_promotes_a_champion(loop_airflow) -> None:  # type:
     promotion = [e for e in log.entries() if e["kind"] == "promotion"][-1]
     assert promotion["outcome"] == "promoted" and promotion["actor"] == f"airflow:ctloop_retrain/{run_id}"
     assert log.verify().ok
+
+
+def test_a_worker_killed_mid_task_ends_with_the_task_retried_elsewhere(loop_airflow) -> None:  # type: ignore[no-untyped-def]
+    airflow, _ = loop_airflow
+    run_id = airflow.trigger("ctloop_retrain", conf={"reason": "e2e: a worker dies", "window_days": 10})
+    victim = task = None
+    deadline = time.monotonic() + 300
+    while victim is None and time.monotonic() < deadline:
+        for t in airflow.task_instances("ctloop_retrain", run_id):
+            if t["state"] == "running" and t.get("hostname") in WORKERS:
+                victim, task = t["hostname"], t["task_id"]
+                break
+        time.sleep(0.2)
+    assert victim is not None, "no ctloop_retrain task was seen running"
+    os.killpg(airflow.processes[f"celery-{victim}"].pid, signal.SIGKILL)  # the worker and its task, at once
+    [run] = airflow.wait_for_runs("ctloop_retrain", 1, timeout=600, run_filter=run_id)
+    tis = {t["task_id"]: t for t in airflow.task_instances("ctloop_retrain", run_id)}
+    assert run["state"] == "success", {k: v["state"] for k, v in tis.items()}
+    survivor = next(name for name in WORKERS if name != victim)
+    assert tis[task]["try_number"] >= 2 and tis[task]["hostname"] == survivor, tis[task]
+    airflow.start_celery_worker(victim)  # back to two workers for the tests after this one
 
 
 def test_drift_window_triggers_retrain_through_the_asset(loop_airflow) -> None:  # type: ignore[no-untyped-def]

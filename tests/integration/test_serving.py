@@ -136,6 +136,8 @@ def test_bad_requests_get_422_with_field_errors_and_good_ones_a_full_answer(serv
             assert r.status_code == 422, (what, r.text)
             errors = r.json()["detail"]
             assert {"loc": loc, "type": kind} in [{"loc": e["loc"], "type": e["type"]} for e in errors], (what, errors)
+        schema = c.get("/openapi.json").json()["paths"]["/predict"]["post"]["requestBody"]
+        assert "sentiment" in schema["content"]["application/json"]["schema"]["oneOf"][0]["properties"]
         for raw in (b"{not json", b'{"sentiment": Infinity}', b""):
             r = c.post("/predict", content=raw, headers={"content-type": "application/json"})
             assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid", raw
@@ -315,6 +317,7 @@ def test_auth_token_guards_every_route_but_health(tmp_path: Path, served: dict[s
                     assert r.headers["www-authenticate"] == "Bearer"
             assert ok.post("/predict", json=rec).status_code == 200
             assert ok.get("/metrics").status_code == 200
+            assert anon.get("/openapi.json").status_code == 404 and anon.get("/docs").status_code == 404
     finally:
         assert server.stop() in GRACEFUL
 

@@ -415,8 +415,12 @@ def create_app(settings: Settings, params: Params) -> FastAPI:
         yield
         await state.stop()
 
+    # with a token, the OpenAPI schema and docs are not served either: every route but /health is guarded
+    open_docs = state.token is None
     app = FastAPI(title="ctloop serve", version="1", lifespan=lifespan,
-                  description=f"Serves `{state.name}@champion` with canary and shadow routes.")
+                  description=f"Serves `{state.name}@champion` with canary and shadow routes.",
+                  openapi_url="/openapi.json" if open_docs else None, docs_url="/docs" if open_docs else None,
+                  redoc_url=None)
     app.state.ctloop = state
 
     def respond(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:

@@ -43,9 +43,10 @@ def load_champion(settings: Settings, params: Params) -> tuple[str, Any]:
     return version, mlflow.sklearn.load_model(f"models:/{name}/{version}")
 
 
-def day_requests(day: date, spec: TrafficSpec, params: Params) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
+def day_requests(day: date, spec: TrafficSpec, params: Params) -> tuple[pd.DataFrame, pd.DataFrame, Any, Any]:
     """One day of simulated requests: (the simulator's labeled rows, the requests as logged before scoring,
-    the day's random generator for latency and the labeled subset)."""
+    a simulated latency in ms per request, which requests get a label). Deterministic per day and spec,
+    whichever path scores them."""
     import numpy as np
     import pandas as pd
 
@@ -58,15 +59,16 @@ def day_requests(day: date, spec: TrafficSpec, params: Params) -> tuple[pd.DataF
     rng = np.random.default_rng(int.from_bytes(hashlib.sha256(f"traffic:{day}:{spec}".encode()).digest()[:8], "little"))
     requests = pd.DataFrame({"request_id": "R" + source[contract.id].str[1:], "ts": source[contract.timestamp]})
     requests = pd.concat([requests, source[contract.features].reset_index(drop=True)], axis=1)
-    return source, requests, rng
+    latency_ms = np.round(rng.lognormal(np.log(3.0), 0.3, len(requests)), 3)
+    labeled = rng.random(len(requests)) < spec.label_fraction
+    return source, requests, latency_ms, labeled
 
 
 def write_day_labels(lake: Lake, day: date, spec: TrafficSpec, params: Params, source: pd.DataFrame,
-                     requests: pd.DataFrame, rng: Any) -> int:
-    """The labels of a random ``label_fraction`` of the day's requests, arriving ``label_delay_days`` later."""
+                     requests: pd.DataFrame, labeled: Any) -> int:
+    """The labels of the ``labeled`` requests, arriving ``label_delay_days`` later."""
     import pandas as pd
 
-    labeled = rng.random(len(requests)) < spec.label_fraction
     labels = pd.DataFrame({
         "request_id": requests["request_id"][labeled].to_numpy(),
         "label": source[params.dataset.target][labeled].to_numpy(),
@@ -79,23 +81,22 @@ def write_day_labels(lake: Lake, day: date, spec: TrafficSpec, params: Params, s
 
 def simulate_traffic(spec: TrafficSpec, params: Params, settings: Settings, lake: Lake) -> list[dict[str, Any]]:
     """Score each day's requests in-process with ``@champion`` (no server) and log them."""
-    import numpy as np
 
     version, model = load_champion(settings, params)
     name = params.training.registered_model
     out = []
     for i in range(spec.days):
         day = spec.start + timedelta(days=i)
-        source, log, rng = day_requests(day, spec, params)
+        source, log, latency_ms, labeled = day_requests(day, spec, params)
         scores = model.predict_proba(log[params.dataset.features])[:, 1]
         log.insert(2, "model_name", name)
         log.insert(3, "model_version", version)
         log.insert(4, "route", "champion")
         log["prediction"] = (scores >= params.evaluation.threshold).astype("int64")
         log["score"] = scores
-        log["latency_ms"] = np.round(rng.lognormal(np.log(3.0), 0.3, len(log)), 3)
+        log["latency_ms"] = latency_ms
         write_predictions(lake, log, name=f"simulated-v{version}")
-        labels = write_day_labels(lake, day, spec, params, source, log, rng)
+        labels = write_day_labels(lake, day, spec, params, source, log, labeled)
         out.append({"date": day.isoformat(), "rows": len(log), "champion": version, "labels": labels,
                     "labels_arrive": (day + timedelta(days=spec.label_delay_days)).isoformat()})
     return out

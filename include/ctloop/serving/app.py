@@ -14,6 +14,7 @@ import logging
 import secrets
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -324,7 +325,7 @@ class ServingState:
                         "model_version": lm.version, "route": route})
             rows.append(self._log_row(r, received, lm.version, route, prediction, score, latency))
         self.metrics.requests.labels(out[0]["model_version"], out[0]["route"], "ok").inc()  # a batch: its first
-        for (version, route), n in _count((o["model_version"], o["route"]) for o in out).items():
+        for (version, route), n in Counter((o["model_version"], o["route"]) for o in out).items():
             self.metrics.records.labels(version, route).inc(n)
             self.metrics.latency.labels(version, route).observe(latency)
         for o in out:
@@ -395,13 +396,6 @@ class ServingState:
             row[name] = record[name]
         row |= {"prediction": prediction, "score": score, "latency_ms": round(latency * 1000, 3)}
         return row
-
-
-def _count(items: Any) -> dict[Any, int]:
-    out: dict[Any, int] = {}
-    for item in items:
-        out[item] = out.get(item, 0) + 1
-    return out
 
 
 def create_app(settings: Settings, params: Params) -> FastAPI:

@@ -109,13 +109,12 @@ def send_traffic(client: httpx.Client, spec: TrafficSpec, params: Params, lake: 
     out = []
     for i in range(spec.days):
         day = spec.start + timedelta(days=i)
-        source, requests, rng = day_requests(day, spec, params)
-        rng.lognormal(0.0, 0.3, len(requests))  # the in-process path's latency draw: the same labeled subset
+        source, requests, _, labeled = day_requests(day, spec, params)  # latency: measured by the server
         started = time.perf_counter()
         answers = send_records(client, request_records(requests, params, list(source[params.dataset.id])), batch, concurrency)
         seconds = time.perf_counter() - started
         logged = wait_logged(lake, day, {a["request_id"] for a in answers})
-        labels = write_day_labels(lake, day, spec, params, source, requests, rng)
+        labels = write_day_labels(lake, day, spec, params, source, requests, labeled)
         served = Counter(f"v{a['model_version']} {a['route']}" for a in answers)
         out.append({"date": day.isoformat(), "rows": len(answers), "logged": logged, "served": dict(served),
                     "champion": Counter(a["model_version"] for a in answers).most_common(1)[0][0],

@@ -15,6 +15,7 @@ RUN pip install --no-cache-dir -r /opt/ctloop/requirements.txt -r /opt/ctloop/re
 COPY --chown=airflow:root pyproject.toml README.md params.yaml /opt/ctloop/
 COPY --chown=airflow:root include /opt/ctloop/include
 COPY --chown=airflow:root great_expectations /opt/ctloop/great_expectations
+COPY --chown=airflow:root deploy/airflow /opt/ctloop/deploy/airflow
 RUN pip install --no-cache-dir --no-deps -e /opt/ctloop
 
 COPY --chown=airflow:root dags /opt/airflow/dags

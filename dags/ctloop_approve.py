@@ -14,7 +14,7 @@ from datetime import timedelta
 from airflow.sdk import Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from ctloop.orchestration import schedule_start
+from ctloop.orchestration import schedule_start, task_defaults
 
 
 @dag(
@@ -24,7 +24,7 @@ from ctloop.orchestration import schedule_start
     max_active_runs=1,
     tags=["ctloop", "registry", "mlflow"],
     doc_md=__doc__,
-    default_args={"retries": 1, "retry_delay": timedelta(seconds=10)},
+    default_args=task_defaults(retries=1, retry_delay=timedelta(seconds=10)),
     params={
         "version": Param(type="string", minLength=1, title="Version", description="the @candidate version to promote"),
         "reason": Param(type="string", minLength=3, title="Reason", description="why it may go live; audited"),

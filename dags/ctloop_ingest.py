@@ -18,7 +18,7 @@ from airflow.sdk import Asset, CronDataIntervalTimetable, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from ctloop.assets import CURATED
-from ctloop.orchestration import ingest_cron, schedule_end, schedule_start
+from ctloop.orchestration import ingest_cron, schedule_end, schedule_start, task_defaults
 
 curated_data = Asset(name=CURATED)
 
@@ -31,7 +31,7 @@ curated_data = Asset(name=CURATED)
     max_active_runs=4,
     tags=["ctloop", "ingest", "great-expectations"],
     doc_md=__doc__,
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=20), "retry_exponential_backoff": True},
+    default_args=task_defaults(retries=2, retry_delay=timedelta(seconds=20), retry_exponential_backoff=True),
 )
 def ctloop_ingest() -> None:
     @task

@@ -27,7 +27,7 @@ from airflow.sdk import Asset, CronDataIntervalTimetable, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from ctloop.assets import DRIFT, ROLLBACK_ALERT
-from ctloop.orchestration import monitor_cron, schedule_end, schedule_start
+from ctloop.orchestration import monitor_cron, schedule_end, schedule_start, task_defaults
 
 drift_detected = Asset(name=DRIFT)
 rollback_alert = Asset(name=ROLLBACK_ALERT)
@@ -41,7 +41,7 @@ rollback_alert = Asset(name=ROLLBACK_ALERT)
     max_active_runs=1,  # windows in order: cooldown and drift-start estimates read earlier windows
     tags=["ctloop", "monitoring", "evidently"],
     doc_md=__doc__,
-    default_args={"retries": 1, "retry_delay": timedelta(seconds=20), "retry_exponential_backoff": True},
+    default_args=task_defaults(retries=1, retry_delay=timedelta(seconds=20), retry_exponential_backoff=True),
 )
 def ctloop_monitor() -> None:
     @task

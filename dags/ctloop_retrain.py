@@ -12,6 +12,10 @@ passes. Starts three ways, each recorded on the MLflow run: the weekly schedule,
 5. **gate**: decision record with every reason, written to the run and the version
 6. **promote**: `champion` moves (compare-and-set), the old one becomes `previous`; a rejection skips this task
 
+Each task's cost (wall time, CPU seconds, peak memory, rows) goes to the challenger's MLflow run as
+`cost.<task>.*` with the run's totals as `cost.total.*`, and to the metrics as `ctloop_task_*`.
+A task that fails for good sends a `task_failure` alert; a rejection sends `gate_rejection`.
+
 `max_active_runs=1`: two retrains never promote at once.
 """
 
@@ -23,7 +27,7 @@ from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param,
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from ctloop.assets import CURATED, DRIFT
-from ctloop.orchestration import retrain_cron, retrain_defaults, schedule_end, schedule_start
+from ctloop.orchestration import retrain_cron, retrain_defaults, schedule_end, schedule_start, task_defaults
 
 defaults = retrain_defaults()
 
@@ -37,7 +41,7 @@ defaults = retrain_defaults()
     max_active_runs=1,
     tags=["ctloop", "training", "mlflow"],
     doc_md=__doc__,
-    default_args={"retries": 1, "retry_delay": timedelta(seconds=30), "retry_exponential_backoff": True},
+    default_args=task_defaults(retries=1, retry_delay=timedelta(seconds=30), retry_exponential_backoff=True),
     params={
         "reason": Param(None, type=["null", "string"], title="Reason",
                         description="Why retrain now. Required for manual runs; recorded on the MLflow run."),
@@ -75,10 +79,10 @@ def ctloop_retrain() -> None:
             raise AirflowFailException(str(e)) from e
 
     @task
-    def train_challenger(built: dict, params=None) -> dict:
+    def train_challenger(built: dict, validated: dict, params=None) -> dict:
         from ctloop.tasks import retrain_train
 
-        return retrain_train(built, params["model"], params.get("hyperparameters") or None)
+        return retrain_train(built, validated, params["model"], params.get("hyperparameters") or None)
 
     @task
     def evaluate(trained: dict) -> dict:
@@ -106,8 +110,7 @@ def ctloop_retrain() -> None:
         return promoted
 
     built = build_training_set()
-    trained = train_challenger(built)
-    validate_training_set(built) >> trained
+    trained = train_challenger(built, validate_training_set(built))
     decision = gate(evaluate(trained), trained)
     promote(decision, built)
 

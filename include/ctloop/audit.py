@@ -140,10 +140,15 @@ def audit_log(settings: Settings) -> AuditLog:
 def record(kind: str, subject: str, outcome: str, reasons: list[str] | tuple[str, ...] = (),
            details: dict[str, Any] | None = None, actor: str | None = None,
            settings: Settings | None = None) -> AuditEntry:
-    """Append one decision to the audit log under ``CTLOOP_HOME`` (the call sites' one-liner)."""
+    """Append one decision to the audit log under ``CTLOOP_HOME`` (the call sites' one-liner); the decisions
+    an operator must hear about also go out as alerts (``ctloop.alerts``), after the entry is safe."""
+    from ctloop.alerts import alert_on_audit
     from ctloop.settings import get_settings
 
-    return audit_log(settings or get_settings()).append(kind, subject, outcome, reasons, details, actor)
+    s = settings or get_settings()
+    entry = audit_log(s).append(kind, subject, outcome, reasons, details, actor)
+    alert_on_audit(entry.to_dict(), s)  # quarantine, gate rejection, drift trigger, rollback, canary stop
+    return entry
 
 
 def entries_since(entries: list[dict[str, Any]], since: datetime | None) -> list[dict[str, Any]]:

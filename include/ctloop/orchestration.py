@@ -3,10 +3,16 @@ importing a DAG file must stay fast (DESIGN.md style rule 2)."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
+from typing import Any
+
+from airflow.sdk import BaseNotifier
 
 from ctloop.params import get_params
 from ctloop.settings import get_settings
+
+log = logging.getLogger(__name__)
 
 
 def schedule_start() -> datetime:
@@ -37,3 +43,25 @@ def retrain_defaults() -> dict[str, object]:
 
 def monitor_cron() -> str:
     return get_params().monitoring.schedule
+
+
+class TaskFailureNotifier(BaseNotifier):
+    """``on_failure_callback`` of every ctloop task: a task that failed for good (retries spent, or failed
+    without retry) becomes a ``task_failure`` alert through the ``alerts.conn_id`` connection
+    (``ctloop.alerts``). A task that will be retried raises no alert."""
+
+    template_fields = ()
+
+    def notify(self, context: Any) -> None:
+        from ctloop.alerts import alert_from_task_failure, alert_spec, send
+
+        settings = get_settings()
+        try:
+            send(alert_from_task_failure(context), alert_spec(settings), settings)
+        except Exception:  # a callback that raises only adds noise to the task log; say what went wrong
+            log.exception("ctloop alerts: could not send the task_failure alert")
+
+
+def task_defaults(**overrides: Any) -> dict[str, Any]:
+    """``default_args`` of every ctloop DAG: failure alerts, plus the DAG's own retry settings."""
+    return {"on_failure_callback": [TaskFailureNotifier()], **overrides}

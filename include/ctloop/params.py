@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -303,6 +303,19 @@ class ServingSpec(_Strict):
     log: PredictionLogSpec = PredictionLogSpec()
 
 
+AlertEvent = Literal["task_failure", "quarantine", "gate_rejection", "drift_trigger", "rollback", "canary_stop"]
+
+
+class AlertsSpec(_Strict):
+    """Where alerts go: one Airflow connection (http, slackwebhook or smtp); see ``ctloop.alerts``."""
+
+    conn_id: str = "ctloop_alerts"
+    events: list[AlertEvent] = Field(default_factory=lambda: list(get_args(AlertEvent)))
+    timeout_seconds: float = Field(default=10, gt=0)
+    attempts: int = Field(default=2, ge=1, le=10)
+    retry_delay_seconds: float = Field(default=2, ge=0)
+
+
 class Params(_Strict):
     dataset: DatasetSpec
     source: SourceSpec = SourceSpec()
@@ -314,6 +327,7 @@ class Params(_Strict):
     evaluation: EvaluationSpec = EvaluationSpec()
     promotion: PromotionSpec = PromotionSpec()
     serving: ServingSpec = ServingSpec()
+    alerts: AlertsSpec = AlertsSpec()
 
 
 def _format_error(path: Path, err: ValidationError) -> str:

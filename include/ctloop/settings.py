@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     # run on a simulated calendar and set it to the calendar's last day, so the real clock adds no runs;
     # backfills, manual and asset-triggered runs are unaffected.
     schedule_end: date | None = None
+    # ctloop's own metrics (ctloop.telemetry): StatsD over UDP, off unless a host is set
+    statsd_host: str | None = None
+    statsd_port: int = 9125
+    statsd_prefix: str = "ctloop"
 
     @model_validator(mode="after")
     def _resolve(self) -> Settings:

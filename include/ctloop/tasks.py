@@ -1,16 +1,54 @@
 """Task bodies for the DAGs: primitive arguments in, small JSON-able results out (paths, ids, dicts).
-Each function loads settings and params itself, so a task is one call from its DAG file."""
+Each function loads settings and params itself, so a task is one call from its DAG file.
+
+Every body is measured (``@costed``: wall time, CPU seconds, peak memory, rows) and the cost is sent as
+``ctloop.task.*`` metrics. Retrain tasks also hand their cost on, and the challenger's MLflow run gets each
+task's cost and the run's totals (``cost.*``) once the gate has decided."""
 
 from __future__ import annotations
 
+import functools
+import json
+from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from ctloop.data.store import Lake
     from ctloop.params import Params
     from ctloop.settings import Settings
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def costed(dag: str, task: str, rows: Callable[[Any], int | None] | None = None,
+           attach: bool = False) -> Callable[[F], F]:
+    """Measure the task body and send its cost as ``ctloop.task.*`` gauges tagged with dag, task and outcome.
+    ``rows`` reads the rows processed from the result; ``attach`` adds the cost to a dict result and, when
+    the result names an MLflow run (``run_id``), logs it there with the ``upstream_costs`` the result carries."""
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            from ctloop.telemetry import emit_gauges, measure
+
+            try:
+                with measure(task) as cost:
+                    result = fn(*args, **kwargs)
+            except BaseException:
+                emit_gauges("task", cost.metrics(), {"dag": dag, "task": task, "outcome": "failed"})
+                raise
+            cost.rows = rows(result) if rows else None
+            emit_gauges("task", cost.metrics(), {"dag": dag, "task": task, "outcome": "success"})
+            if attach and isinstance(result, dict) and result.get("run_id"):
+                from ctloop.settings import get_settings
+                from ctloop.telemetry import log_run_cost
+
+                log_run_cost(get_settings(), str(result["run_id"]), [cost.to_dict(), *result.get("upstream_costs", [])])
+            return {**result, "cost": cost.to_dict()} if attach and isinstance(result, dict) else result
+        return inner  # type: ignore[return-value]
+    return wrap
 
 
 def _day(value: datetime | date | str) -> date:
@@ -30,6 +68,7 @@ def _runtime() -> tuple[Settings, Params, Lake]:
     return settings, load_params(settings.params), Lake(settings.lake_root)
 
 
+@costed("ctloop_ingest", "extract_batch")
 def ingest_extract(interval_start: datetime | str) -> list[str]:
     from ctloop.ingest import extract_batch
 
@@ -37,6 +76,7 @@ def ingest_extract(interval_start: datetime | str) -> list[str]:
     return [str(p) for p in extract_batch(_day(interval_start), params, lake)]
 
 
+@costed("ctloop_ingest", "validate_batch", rows=lambda r: r["row_count"])
 def ingest_validate(interval_start: datetime | str, raw_files: list[str]) -> dict[str, Any]:
     """Raises ValidationFailed (after quarantining) when the batch is bad."""
     from ctloop.ingest import validate_batch
@@ -47,6 +87,7 @@ def ingest_validate(interval_start: datetime | str, raw_files: list[str]) -> dic
     return {k: result[k] for k in ("suite", "success", "row_count", "evaluated", "seconds")}
 
 
+@costed("ctloop_ingest", "publish_curated")
 def ingest_publish(interval_start: datetime | str, raw_files: list[str], validation: dict[str, Any]) -> str:
     from ctloop.ingest import publish_curated
 
@@ -58,6 +99,7 @@ def _enum_value(value: Any) -> str | None:
     return None if value is None else str(getattr(value, "value", value))
 
 
+@costed("ctloop_retrain", "build_training_set", rows=lambda r: r["train_rows"] + r["test_rows"], attach=True)
 def retrain_build(run_type: Any, form: dict[str, Any], asset_extras: list[dict[str, Any]], dag_id: str,
                   run_id: str, reference: datetime | None) -> dict[str, Any]:
     """Record the trigger, then build the training set as of the newest complete curated day."""
@@ -87,6 +129,7 @@ def retrain_build(run_type: Any, form: dict[str, Any], asset_extras: list[dict[s
             "train_rows": info["train_rows"], "test_rows": info["test_rows"]}
 
 
+@costed("ctloop_retrain", "validate_training_set", rows=lambda r: r["rows"], attach=True)
 def retrain_validate(built: dict[str, Any]) -> dict[str, Any]:
     from ctloop.retrain import validate_training_set
 
@@ -94,27 +137,36 @@ def retrain_validate(built: dict[str, Any]) -> dict[str, Any]:
     return validate_training_set(params, settings, Path(built["data_dir"]))
 
 
-def retrain_train(built: dict[str, Any], model: str | None, hyperparameters: dict[str, Any] | None = None) -> dict[str, Any]:
+@costed("ctloop_retrain", "train_challenger", rows=lambda r: r["train_rows"], attach=True)
+def retrain_train(built: dict[str, Any], validated: dict[str, Any] | None, model: str | None,
+                  hyperparameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The new version's MLflow run also gets the cost of building and validating its training set."""
     from ctloop.retrain import train
 
     settings, params, _ = _runtime()
-    return train(params, settings, Path(built["data_dir"]), model=model, hyperparameters=hyperparameters)
+    result = train(params, settings, Path(built["data_dir"]), model=model, hyperparameters=hyperparameters)
+    upstream = [c for c in (built.get("cost"), (validated or {}).get("cost")) if c]
+    return result | {"train_rows": built["train_rows"], "upstream_costs": upstream}
 
 
+@costed("ctloop_retrain", "evaluate", rows=lambda r: r["test_rows"], attach=True)
 def retrain_evaluate(trained: dict[str, Any]) -> dict[str, Any]:
     from ctloop.retrain import evaluate
 
     settings, params, _ = _runtime()
-    return evaluate(params, settings, Path(trained["data_dir"]), trained["version"], trained["run_id"])
+    result = evaluate(params, settings, Path(trained["data_dir"]), trained["version"], trained["run_id"])
+    return result | {"run_id": trained["run_id"], "test_rows": json.loads(Path(result["evaluation"]).read_text())["test_rows"]}
 
 
+@costed("ctloop_retrain", "gate", attach=True)
 def retrain_gate(evaluated: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
     from ctloop.retrain import gate
 
     settings, params, _ = _runtime()
-    return gate(params, settings, Path(evaluated["evaluation"]), trained["run_id"]).to_dict()
+    return gate(params, settings, Path(evaluated["evaluation"]), trained["run_id"]).to_dict() | {"run_id": trained["run_id"]}
 
 
+@costed("ctloop_retrain", "promote")
 def retrain_promote(decision: dict[str, Any], form: dict[str, Any], trigger: dict[str, Any]) -> dict[str, Any] | None:
     """None when the gate rejected and nothing was forced (the caller skips the task visibly). In
     ``promotion.mode: manual`` a passing challenger becomes ``@candidate`` instead of champion."""
@@ -133,6 +185,7 @@ def retrain_promote(decision: dict[str, Any], form: dict[str, Any], trigger: dic
                            actor=actor, expected_champion=decision.get("champion"), dag_run=dag_run)
 
 
+@costed("ctloop_approve", "approve")
 def approve_candidate(version: str, reason: str, dag_id: str, run_id: str) -> dict[str, Any]:
     """``ctloop_approve``: a person promotes a gated candidate (refused when its gate failed)."""
     from ctloop.retrain import promote_version
@@ -142,6 +195,7 @@ def approve_candidate(version: str, reason: str, dag_id: str, run_id: str) -> di
                            kind="approval", dag_run=f"{dag_id}/{run_id}")
 
 
+@costed("ctloop_rollback", "rollback")
 def rollback_champion(version: str | None, reason: str, dag_id: str, run_id: str) -> dict[str, Any]:
     """``ctloop_rollback``: champion back to ``version`` (``previous`` when empty) in one compare-and-set."""
     from ctloop.retrain import rollback_version
@@ -152,6 +206,7 @@ def rollback_champion(version: str | None, reason: str, dag_id: str, run_id: str
                             dag_run=f"{dag_id}/{run_id}")
 
 
+@costed("ctloop_monitor", "collect_window", rows=lambda r: r["rows"])
 def monitor_collect(interval_start: datetime | str) -> dict[str, Any]:
     from ctloop.monitoring.monitor import collect_window
 
@@ -159,6 +214,7 @@ def monitor_collect(interval_start: datetime | str) -> dict[str, Any]:
     return collect_window(lake, params, _day(interval_start))
 
 
+@costed("ctloop_monitor", "measure_drift", rows=lambda r: r.get("rows"))
 def monitor_drift(interval_start: datetime | str) -> dict[str, Any]:
     from ctloop.monitoring.monitor import measure_drift
 
@@ -166,6 +222,7 @@ def monitor_drift(interval_start: datetime | str) -> dict[str, Any]:
     return measure_drift(lake, params, settings, _day(interval_start))
 
 
+@costed("ctloop_monitor", "measure_quality", rows=lambda r: r.get("labeled_rows"))
 def monitor_quality(interval_start: datetime | str) -> dict[str, Any]:
     from ctloop.monitoring.monitor import measure_quality
 
@@ -173,6 +230,7 @@ def monitor_quality(interval_start: datetime | str) -> dict[str, Any]:
     return measure_quality(lake, params, settings, _day(interval_start))
 
 
+@costed("ctloop_monitor", "decide")
 def monitor_decide(interval_start: datetime | str, collected: dict[str, Any], drift: dict[str, Any],
                    quality: dict[str, Any], retrains_in_flight: int) -> dict[str, Any]:
     from ctloop.monitoring.monitor import decide_window
@@ -189,6 +247,7 @@ def monitor_event_extra(summary: dict[str, Any]) -> dict[str, Any]:
     return drift_event_extra(summary)
 
 
+@costed("ctloop_monitor", "guard_champion")
 def monitor_guard(interval_start: datetime | str, quality: dict[str, Any], dag_id: str, run_id: str) -> dict[str, Any]:
     """Automatic rollback during the new champion's bake period (``promotion.rollback``)."""
     from ctloop.monitoring.rollback import guard_champion

@@ -9,7 +9,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 
-def test_backfill_three_days_one_bad(running_airflow) -> None:  # type: ignore[no-untyped-def]
+def test_backfill_three_days_one_bad(running_airflow, webhook) -> None:  # type: ignore[no-untyped-def]
     airflow, settings = running_airflow
     airflow.wait_for_dags(["ctloop_ingest"])
     airflow.unpause("ctloop_ingest")
@@ -36,3 +36,11 @@ def test_backfill_three_days_one_bad(running_airflow) -> None:  # type: ignore[n
     assert "sentiment" in {f["column"] for f in json.loads(result.read_text())["failed_expectations"]}
     for day in ("2026-01-05", "2026-01-06", "2026-01-07"):
         assert len(list((lake / "raw" / f"dt={day}").glob("batch-*"))) == 1
+
+    # the embedded Airflow alerts too: the quarantine (from the task) and the task's failure (its
+    # on_failure_callback, through the provider's HttpNotifier), once each; the good days raise nothing
+    received = webhook.wait_for(lambda rs: len(rs) >= 2)
+    assert sorted(r.body["event"] for r in received) == ["quarantine", "task_failure"]
+    failure = next(r.body for r in received if r.body["event"] == "task_failure")
+    assert failure["details"]["task_id"] == "validate_batch" and failure["details"]["try_number"] == 1
+    assert "sentiment" in next(r.body for r in received if r.body["event"] == "quarantine")["text"]

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.alert_helpers import StatsdReceiver, WebhookReceiver, http_connection
 from tests.conftest import REPO, write_params
 from tests.stack_helpers import Postgres, Redis
 
@@ -26,7 +27,17 @@ WORKERS = ("worker-1", "worker-2")
 
 
 @pytest.fixture(scope="module")
-def loop_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
+def receivers() -> Iterator[tuple[WebhookReceiver, StatsdReceiver]]:
+    """Where the stack's alerts (the ctloop_alerts http connection) and ctloop's metrics (StatsD) go."""
+    webhook, statsd = WebhookReceiver(), StatsdReceiver()
+    yield webhook, statsd
+    webhook.close()
+    statsd.close()
+
+
+@pytest.fixture(scope="module")
+def loop_stack(tmp_path_factory: pytest.TempPathFactory, receivers: tuple[WebhookReceiver, StatsdReceiver]
+               ) -> Iterator[tuple[Any, Any]]:
     from ctloop.airflow_runtime import LocalAirflow, free_port
     from ctloop.settings import Settings
 
@@ -45,6 +56,9 @@ def loop_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, 
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "15",
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "3",
         "CTLOOP_MLFLOW_TRACKING_URI": pg.url("mlflow"),
+        "AIRFLOW_CONN_CTLOOP_ALERTS": http_connection(receivers[0].url),
+        "CTLOOP_STATSD_HOST": "127.0.0.1",
+        "CTLOOP_STATSD_PORT": str(receivers[1].port),
     })
     try:
         airflow.start()
@@ -127,6 +141,35 @@ def test_ingest_then_retrain_promotes_a_champion(loop_airflow) -> None:  # type:
     assert log.verify().ok
 
 
+def test_failures_alert_and_every_task_reports_its_cost(loop_airflow, receivers) -> None:  # type: ignore[no-untyped-def]
+    """After the first test: the bad day's validation failed on a worker, the champion's run was costed."""
+    _, settings = loop_airflow
+    webhook, statsd = receivers
+    webhook.wait_for(lambda rs: {"task_failure", "quarantine"} <= {r.body["event"] for r in rs})
+    failure = next(r.body for r in webhook.requests if r.body["event"] == "task_failure")
+    assert failure["subject"] == "ctloop_ingest.validate_batch" and failure["severity"] == "critical"
+    assert failure["details"]["hostname"] in WORKERS and failure["details"]["data_interval_start"].startswith("2026-01-07")
+    assert failure["reasons"][0].startswith("AirflowFailException") and "validate_batch" in failure["details"]["log_url"]
+    quarantine = next(r.body for r in webhook.requests if r.body["event"] == "quarantine")
+    assert quarantine["subject"] == "batch 2026-01-07"
+
+    client, name = _mlflow(settings)
+    champion = client.get_model_version_by_alias(name, "champion")
+    metrics = client.get_run(champion.run_id).data.metrics
+    tasks = ("build_training_set", "validate_training_set", "train_challenger", "evaluate", "gate")
+    assert metrics["cost.total.tasks"] == len(tasks), sorted(k for k in metrics if k.startswith("cost."))
+    assert metrics["cost.total.cpu_seconds"] == pytest.approx(sum(metrics[f"cost.{t}.cpu_seconds"] for t in tasks))
+    assert metrics["cost.train_challenger.rows"] == metrics["train_rows"] and metrics["model_size_bytes"] > 10_000
+    assert metrics["cost.train_challenger.cpu_seconds"] > 0.1 and metrics["cost.evaluate.rows"] == metrics["test_rows"]
+
+    gauges = [(n, v, t) for n, v, k, t in statsd.parsed() if k == "g"]
+    costed = {(t["dag"], t["task"]) for n, _, t in gauges if n == "ctloop.task.cpu_seconds" and t["outcome"] == "success"}
+    assert {("ctloop_retrain", t) for t in (*tasks, "promote")} | {("ctloop_ingest", "publish_curated")} <= costed
+    assert ("ctloop.task.wall_seconds", "ctloop_ingest", "validate_batch", "failed") in {
+        (n, t["dag"], t["task"], t["outcome"]) for n, _, t in gauges if n.startswith("ctloop.task.")}
+    assert ("ctloop.registry.champion_version", float(champion.version)) in {(n, v) for n, v, _ in gauges}
+
+
 def test_a_worker_killed_mid_task_ends_with_the_task_retried_elsewhere(loop_airflow) -> None:  # type: ignore[no-untyped-def]
     airflow, _ = loop_airflow
     run_id = airflow.trigger("ctloop_retrain", conf={"reason": "e2e: a worker dies", "window_days": 10})
@@ -148,7 +191,7 @@ def test_a_worker_killed_mid_task_ends_with_the_task_retried_elsewhere(loop_airf
     airflow.start_celery_worker(victim)  # back to two workers for the tests after this one
 
 
-def test_drift_window_triggers_retrain_through_the_asset(loop_airflow) -> None:  # type: ignore[no-untyped-def]
+def test_drift_window_triggers_retrain_through_the_asset(loop_airflow, receivers) -> None:  # type: ignore[no-untyped-def]
     """Runs after the champion exists (same module, same Airflow)."""
     from ctloop.data.store import Lake
     from ctloop.monitoring.traffic import TrafficSpec, simulate_traffic
@@ -184,8 +227,15 @@ def test_drift_window_triggers_retrain_through_the_asset(loop_airflow) -> None: 
     details = json.loads(tags["ctloop.trigger_details"])
     assert details["window"] == drift_day.isoformat() and Path(details["report"]).exists()
 
+    webhook, statsd = receivers
+    drift = next(r.body for r in webhook.requests if r.body["event"] == "drift_trigger")
+    assert drift["subject"] == f"window {drift_day}" and any("product_area" in r for r in drift["reasons"])
+    monitor = {n: v for n, v, k, t in statsd.parsed() if n.startswith("ctloop.monitor.")}
+    assert monitor["ctloop.monitor.drift_share"] >= 0.5 and monitor["ctloop.monitor.triggered"] == 1
+    assert monitor["ctloop.monitor.rows"] == 1000
 
-def test_a_bad_release_is_rolled_back_automatically_by_the_monitor(loop_airflow) -> None:  # type: ignore[no-untyped-def]
+
+def test_a_bad_release_is_rolled_back_automatically_by_the_monitor(loop_airflow, receivers) -> None:  # type: ignore[no-untyped-def]
     """Runs last: a good champion serves and is monitored, a bad version is force-promoted, its labeled
     quality drops during the bake period, and the scheduler's monitor run rolls it back."""
     from datetime import timedelta
@@ -232,3 +282,6 @@ def test_a_bad_release_is_rolled_back_automatically_by_the_monitor(loop_airflow)
     assets = airflow.api("GET", "/assets", params={"name_pattern": "ctloop_rollback_alert"})["assets"]
     events = airflow.api("GET", "/assets/events", params={"asset_id": assets[0]["id"]})["asset_events"]
     assert events and events[-1]["extra"]["rolled_back"] == bad
+    rollback = [r.body for r in receivers[0].requests if r.body["event"] == "rollback"]
+    assert [a["subject"] for a in rollback] == [f"{name} v{bad} -> v{good}"] and rollback[0]["severity"] == "critical"
+    assert "automatic rollback" in rollback[0]["reasons"][0]

@@ -117,3 +117,25 @@ def test_prometheus_scrapes_serving_and_airflow_and_grafana_asks_for_real_metric
     mapped = {m["name"] for m in yaml.safe_load((REPO / "deploy/statsd/mapping.yml").read_text())["mappings"]}
     airflow_asked = {m for p in dashboard["panels"] for t in p["targets"] for m in re.findall(r"airflow_\w+", t["expr"])}
     assert {re.sub(r"_(count|sum|bucket)$", "", m) for m in airflow_asked} <= mapped
+
+
+def test_the_dashboard_panels_on_ctloops_own_metrics_read_what_the_exporter_maps() -> None:
+    """Drift share and quality per window, champion over time, task cost and alerts: each series the
+    dashboard asks for comes out of a statsd_exporter mapping, and the task series are Cost's fields."""
+    from ctloop.telemetry import Cost
+
+    dashboard = json.loads((REPO / "deploy/grafana/dashboards/ctloop.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    asked = {m for e in exprs for m in re.findall(r"ctloop_(?:task|monitor|registry|alerts)\w*", e)}
+    assert {"ctloop_monitor_drift_share", "ctloop_monitor_quality", "ctloop_registry_champion_version",
+            "ctloop_task_cpu_seconds", "ctloop_alerts_total"} <= asked
+    patterns = [re.compile("^" + m["name"].replace("$1", r"\w+") + "$")
+                for m in yaml.safe_load((REPO / "deploy/statsd/mapping.yml").read_text())["mappings"]
+                if m["name"].startswith("ctloop_")]
+    assert all(any(p.match(m) for p in patterns) for m in asked), asked
+    fields = set(Cost("t", rows=1).metrics())
+    assert {m.removeprefix("ctloop_task_") for m in asked if m.startswith("ctloop_task_")} <= fields
+    titles = " ".join(p["title"] for p in dashboard["panels"])
+    for wanted in ("DAG runs", "Drift share", "quality", "Champion version", "latency", "Cost"):
+        assert wanted in titles, wanted
+

@@ -239,6 +239,12 @@ def log_headlines(settings: Settings, params: Params, summary: dict[str, Any]) -
         mlflow.set_tags({"ctloop.window": summary["window"], "ctloop.champion": summary["champion"],
                          "ctloop.status": summary["decision"]["status"]})
         mlflow.log_metrics(metrics)
+    # the same headlines as gauges for Grafana (drift share and quality per window, champion over time)
+    from ctloop.telemetry import emit_gauges
+
+    champion = summary["champion"]
+    emit_gauges("monitor", {**metrics, "champion_version": int(champion) if str(champion).isdigit() else None},
+                {"model": params.training.registered_model})
 
 
 def drift_event_extra(summary: dict[str, Any]) -> dict[str, Any]:

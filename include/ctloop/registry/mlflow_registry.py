@@ -188,6 +188,11 @@ def append_history(settings: Settings, model: str, kind: str, moves: list[dict[s
              "dag_run": dag_run}
     with path.open("a") as fh:
         fh.write(json.dumps(entry) + "\n")
+    from ctloop.telemetry import emit_gauges
+
+    champion = next((m["to"] for m in moves if m.get("alias") == CHAMPION and m.get("to")), None)
+    if champion is not None:  # Grafana's champion-over-time panel
+        emit_gauges("registry", {"champion_version": int(champion)}, {"model": model})
 
 
 def read_history(settings: Settings, model: str) -> list[dict[str, Any]]:

@@ -40,6 +40,7 @@ class TrainResult:
     seed: int
     log_model_seconds: float
     train_seconds: float
+    model_size_bytes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -62,6 +63,7 @@ def train_challenger(train: pd.DataFrame, test: pd.DataFrame, window: dict[str, 
                      settings: Settings, trigger: dict[str, Any], model: str | None = None,
                      hyperparameters: dict[str, Any] | None = None) -> TrainResult:
     import mlflow
+    import skops.io
     from mlflow.data.pandas_dataset import from_pandas
     from mlflow.models import infer_signature
 
@@ -102,7 +104,8 @@ def train_challenger(train: pd.DataFrame, test: pd.DataFrame, window: dict[str, 
             skops_trusted_types=trusted_types(pipeline),
         )
         log_model_seconds = time.perf_counter() - started
-        mlflow.log_metric("log_model_seconds", log_model_seconds)
+        model_size = len(skops.io.dumps(pipeline))  # the serialised pipeline, as the registry stores it
+        mlflow.log_metrics({"log_model_seconds": log_model_seconds, "model_size_bytes": float(model_size)})
         profile = reference_profile(train, contract, train_scores)
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "profile.json").write_text(json.dumps(profile, indent=1))
@@ -119,7 +122,7 @@ def train_challenger(train: pd.DataFrame, test: pd.DataFrame, window: dict[str, 
                            **{k.removeprefix(TAG): v for k, v in trigger_tags(trigger).items()}}.items():
             client.set_model_version_tag(tp.registered_model, version, f"{TAG}{key}", value)
     return TrainResult(run.info.run_id, version, f"models:/{tp.registered_model}/{version}", model_name,
-                       hp, tp.seed, round(log_model_seconds, 3), round(train_seconds, 3))
+                       hp, tp.seed, round(log_model_seconds, 3), round(train_seconds, 3), model_size)
 
 
 def trusted_types(pipeline: object) -> list[str]:

@@ -1,0 +1,94 @@
+"""The compose stack's Airflow security: FAB auth manager, users created per role by the same init script
+airflow-init runs (deploy/airflow/init.sh), and what each role may do through the real REST API:
+the operator triggers and approves, the viewer only reads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import REPO, write_params
+
+FAB = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+USERS = {"admin": "admin-pw-1", "operator": "operator-pw-1", "viewer": "viewer-pw-1"}  # pragma: allowlist secret
+
+
+@pytest.fixture(scope="module")
+def fab_airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from ctloop.airflow_runtime import LocalAirflow, free_port
+    from ctloop.settings import Settings
+
+    home = tmp_path_factory.mktemp("fab")
+    settings = Settings(home=home / "ctloop", params=write_params(home / "params.yaml"), project_dir=REPO)
+    airflow = LocalAirflow.from_settings(settings, port=free_port(), extra_env={"AIRFLOW__CORE__AUTH_MANAGER": FAB})
+    airflow.home.mkdir(parents=True, exist_ok=True)
+    env = {**airflow.env(), "AIRFLOW_ADMIN_PASSWORD": USERS["admin"],
+           "AIRFLOW_OPERATOR_PASSWORD": USERS["operator"], "AIRFLOW_VIEWER_PASSWORD": USERS["viewer"]}
+    for _ in range(2):  # the second run proves it idempotent (airflow-init runs on every `compose up`)
+        init = subprocess.run(["bash", str(REPO / "deploy" / "airflow" / "init.sh")], env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert init.returncode == 0, init.stderr[-3000:]
+    assert init.stdout.count("exists; left as it is") == 3, init.stdout
+    airflow.cli("dags", "reserialize")  # the DAGs in the DB without a dag-processor
+    airflow.start(components=("api-server",), wait=False)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{airflow.base_url}/api/v2/monitor/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert airflow.processes["api-server"].poll() is None, "the api-server exited"
+            time.sleep(1)
+        yield airflow
+    finally:
+        airflow.stop()
+
+
+def _client(airflow: Any, user: str) -> httpx.Client:
+    r = httpx.post(f"{airflow.base_url}/auth/token", json={"username": user, "password": USERS[user]}, timeout=30)
+    assert r.status_code in (200, 201), (user, r.status_code, r.text[:300])
+    return httpx.Client(base_url=f"{airflow.base_url}/api/v2", timeout=30,
+                        headers={"Authorization": f"Bearer {r.json()['access_token']}"})
+
+
+def test_each_role_gets_what_it_may_do(fab_airflow: Any) -> None:
+    listing = fab_airflow.cli("users", "list", "--output", "json").stdout
+    users = {u["username"]: u["roles"] for u in json.loads(listing[listing.index("[{"):].splitlines()[0])}
+    assert users == {"admin": ["Admin"], "operator": ["Op"], "viewer": ["Viewer"]}
+
+    bad = httpx.post(f"{fab_airflow.base_url}/auth/token", json={"username": "viewer", "password": "wrong"}, timeout=30)
+    assert bad.status_code in (401, 403)
+
+    approve = {"conf": {"version": "3", "reason": "reviewed the gate report"}, "logical_date": None}
+    viewer, operator, admin = (_client(fab_airflow, u) for u in ("viewer", "operator", "admin"))
+
+    # everyone may read the DAGs and their runs
+    for client in (viewer, operator, admin):
+        assert client.get("/dags/ctloop_approve").json()["dag_id"] == "ctloop_approve"
+        assert client.get("/dags/ctloop_retrain/dagRuns").status_code == 200
+
+    # the viewer may not trigger, approve, pause or clear
+    assert viewer.post("/dags/ctloop_approve/dagRuns", json=approve).status_code == 403
+    assert viewer.post("/dags/ctloop_retrain/dagRuns", json={"conf": {"reason": "x"}, "logical_date": None}).status_code == 403
+    assert viewer.patch("/dags/ctloop_retrain", json={"is_paused": False}).status_code == 403
+
+    # the operator approves (ctloop_approve with the typed form's conf), triggers a retrain and unpauses
+    run = operator.post("/dags/ctloop_approve/dagRuns", json=approve)
+    assert run.status_code == 200, run.text[:300]
+    assert run.json()["conf"] == approve["conf"]
+    retrain = operator.post("/dags/ctloop_retrain/dagRuns", json={"conf": {"reason": "operator test"}, "logical_date": None})
+    assert retrain.status_code == 200, retrain.text[:300]
+    assert operator.patch("/dags/ctloop_retrain", json={"is_paused": False}).json()["is_paused"] is False
+
+    # users and roles are the admin's alone
+    assert admin.get(f"{fab_airflow.base_url}/auth/fab/v1/users").status_code == 200
+    assert operator.get(f"{fab_airflow.base_url}/auth/fab/v1/users").status_code == 403
+    assert viewer.get(f"{fab_airflow.base_url}/auth/fab/v1/roles").status_code == 403

@@ -231,8 +231,10 @@ def test_drift_window_triggers_retrain_through_the_asset(loop_airflow, receivers
     drift = next(r.body for r in webhook.requests if r.body["event"] == "drift_trigger")
     assert drift["subject"] == f"window {drift_day}" and any("product_area" in r for r in drift["reasons"])
     monitor = {n: v for n, v, k, t in statsd.parsed() if n.startswith("ctloop.monitor.")}
-    assert monitor["ctloop.monitor.drift_share"] >= 0.5 and monitor["ctloop.monitor.triggered"] == 1
-    assert monitor["ctloop.monitor.rows"] == 1000
+    summary = json.loads((settings.lake_root / "reports" / "monitor" / f"dt={drift_day}" / "summary.json").read_text())
+    assert monitor["ctloop.monitor.drift_share"] == pytest.approx(summary["drift_share"], rel=1e-5)
+    assert monitor["ctloop.monitor.drift_share"] > 0 and monitor["ctloop.monitor.triggered"] == 1
+    assert monitor["ctloop.monitor.rows"] == summary["rows"] == 1000
 
 
 def test_a_bad_release_is_rolled_back_automatically_by_the_monitor(loop_airflow, receivers) -> None:  # type: ignore[no-untyped-def]

@@ -21,6 +21,7 @@ from ctloop.params import load_params
 from ctloop.registry.mlflow_registry import configure_mlflow
 from ctloop.settings import get_settings
 from ctloop.training.pipeline import build_pipeline
+from tests.alert_helpers import WebhookReceiver, http_connection
 from tests.conftest import write_params
 from tests.serving_helpers import Server, failing_on_unseen, logged, register, training_frame
 
@@ -58,13 +59,16 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
             "v4": register(settings, params, build_pipeline(contract, "hist_gradient_boosting", {"max_iter": 30}),
                            frame),
         }
-        server = Server(home, params_path)
+        webhook = WebhookReceiver()  # the server's alerts (canary_stop) go to the ctloop_alerts connection
+        server = Server(home, params_path, env={"AIRFLOW_CONN_CTLOOP_ALERTS": http_connection(webhook.url)})
         try:
             server.wait_ready()
             yield {"server": server, "home": home, "settings": settings, "params": params, "frame": frame,
-                   "versions": versions, "client": configure_mlflow(settings), "params_path": params_path}
+                   "versions": versions, "client": configure_mlflow(settings), "params_path": params_path,
+                   "webhook": webhook}
         finally:
             server.stop()
+            webhook.close()
             get_settings.cache_clear()
 
 
@@ -254,6 +258,9 @@ def test_canary_guard_stops_a_failing_canary_without_failing_a_request(served: d
         assert stops and stops[0]["outcome"] == "stopped" and v3 in stops[0]["subject"]
         saved = json.loads((served["home"] / "serving" / "routes.json").read_text())
         assert saved["canary_fraction"] == 0 and saved["stopped"]["version"] == v3
+        [alert] = served["webhook"].wait_for(lambda rs: len(rs) >= 1, timeout=30)
+        assert alert.body["event"] == "canary_stop" and alert.body["severity"] == "critical"
+        assert alert.body["subject"] == stops[0]["subject"] and "error rate" in alert.body["reasons"][0]
     finally:
         client.set_registered_model_alias(name, "challenger", served["versions"]["v2"])
 

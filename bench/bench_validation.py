@@ -1,7 +1,8 @@
 """Validation of 1M rows x 20 columns with the real GX suite (goal: under 2 s).
 
-Prints: ctloop's validate_frame (BOOLEAN_ONLY for the suite, SUMMARY only for failed expectations) on a
-passing and a failing batch, next to running the same suite with GX's SUMMARY result format throughout.
+Prints: ctloop's validate_frame (BOOLEAN_ONLY for the suite under pandas Copy-on-Write, SUMMARY only for
+failed expectations) on a passing and a failing batch, next to running the same suite with GX's SUMMARY
+and BOOLEAN_ONLY result formats as GX does by default.
 """
 
 from __future__ import annotations

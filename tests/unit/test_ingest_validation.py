@@ -188,3 +188,36 @@ def test_validation_view_keeps_values_and_lets_wrong_types_through_to_gx() -> No
     assert str(view["ts"].dtype) == "datetime64[ns]" and view["ts"].iloc[0] == pd.Timestamp("2026-01-01T00:00:00")
     assert view._mgr.nblocks <= view.dtypes.astype(str).nunique(), "one block per dtype"
     assert frame["text"].dtype == object and frame["ts"].dt.tz is not None, "the caller's frame is untouched"
+
+
+def test_copy_on_write_changes_no_verdict(ctloop_home: Path) -> None:
+    """The suite runs under pandas' Copy-on-Write mode for speed: each expectation's verdict is the one GX
+    gives in pandas' default mode, on a batch with nulls and several kinds of failure."""
+    from ctloop.ingest import interval_of
+    from ctloop.validation.run import _naive_utc, copy_on_write, validation_view
+    from ctloop.validation.suite import INTERVAL_END, INTERVAL_START
+
+    params = get_params()
+    context = open_context(get_settings())
+    definition = context.validation_definitions.get(params.validation.suite)
+    frame = _good()
+    for mutate in (_set_rows("sentiment", slice(0, 100), None), _set_rows("prior_contacts_30d", slice(0, 5), -3),
+                   _set_rows("channel", slice(0, 300), "carrier_pigeon")):
+        frame = mutate(frame)
+    before = frame.copy()
+    lo, hi = interval_of(DAY)
+    p = {INTERVAL_START: _naive_utc(lo), INTERVAL_END: _naive_utc(hi)}
+
+    def verdicts(result) -> list:  # type: ignore[no-untyped-def]
+        return sorted((r.expectation_config.type, str(r.expectation_config.kwargs.get("column")), r.success)
+                      for r in result.results)
+
+    view = validation_view(frame)
+    default = verdicts(definition.run(batch_parameters={"dataframe": view}, expectation_parameters=p,
+                                      result_format="BOOLEAN_ONLY"))
+    with copy_on_write():
+        cow = verdicts(definition.run(batch_parameters={"dataframe": view}, expectation_parameters=p,
+                                      result_format="BOOLEAN_ONLY"))
+    assert cow == default and len(cow) > 20
+    assert {column for _, column, ok in cow if not ok} == {"sentiment", "prior_contacts_30d", "channel"}
+    pd.testing.assert_frame_equal(frame, before)

@@ -1,8 +1,9 @@
 """Run the batch suite and turn GX's result into ctloop's report.
 
-Speed: the whole suite runs with GX's ``BOOLEAN_ONLY`` result format (no per-row bookkeeping); only the
-expectations that failed are re-run with ``SUMMARY`` and the id column as the unexpected-index column,
-so a failed batch still reports which values and which rows broke each expectation.
+Speed: the whole suite runs with GX's ``BOOLEAN_ONLY`` result format (no per-row bookkeeping) under pandas'
+Copy-on-Write mode (:func:`copy_on_write`); only the expectations that failed are re-run with ``SUMMARY``
+and the id column as the unexpected-index column, so a failed batch still reports which values and which
+rows broke each expectation. 1M rows x 20 columns, 72 expectations: 1.7 s (``bench/bench_validation.py``).
 """
 
 from __future__ import annotations
@@ -135,6 +136,16 @@ def validation_view(frame: pd.DataFrame) -> pd.DataFrame:
     return view.copy()  # consolidates (one block per dtype)
 
 
+def copy_on_write() -> Any:
+    """pandas' Copy-on-Write mode (the default from pandas 3) for the GX run. GX's column-map metrics
+    filter nulls with ``df[df[col].notnull()]``; without a null, pandas answers with ``df.copy()``, a deep copy
+    of the whole batch for every column checked (1.0 s of 3.4 at 1M x 20). Under CoW that copy is lazy
+    and nothing is copied, since GX only reads."""
+    import pandas as pd
+
+    return pd.option_context("mode.copy_on_write", True)
+
+
 def _naive_utc(moment: datetime) -> str:
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC).replace(tzinfo=None)
@@ -163,13 +174,15 @@ def validate_frame(
     parameters = {INTERVAL_START: _naive_utc(lo), INTERVAL_END: _naive_utc(hi)}
     started = time.perf_counter()
     frame = validation_view(frame)
-    result = definition.run(
-        batch_parameters={"dataframe": frame}, expectation_parameters=parameters, result_format="BOOLEAN_ONLY"
-    )
+    with copy_on_write():
+        result = definition.run(
+            batch_parameters={"dataframe": frame}, expectation_parameters=parameters, result_format="BOOLEAN_ONLY"
+        )
     failed = [r for r in result.results if not r.success]
     failures: list[ExpectationFailure] = []
     if failed:
-        batch = definition.batch_definition.get_batch(batch_parameters={"dataframe": frame})
+        with copy_on_write():
+            batch = definition.batch_definition.get_batch(batch_parameters={"dataframe": frame})
         id_column = params.dataset.id if params.dataset.id in frame.columns else None
         detail_format: dict[str, Any] = {"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES}
         if id_column:
@@ -177,9 +190,10 @@ def validate_frame(
         by_id = {e.id: e for e in definition.suite.expectations}
         for r in failed:
             assert r.expectation_config is not None  # GX sets it on every result of a suite run
-            detailed = batch.validate(
-                by_id[r.expectation_config.id], result_format=detail_format, expectation_parameters=parameters
-            )
+            with copy_on_write():
+                detailed = batch.validate(
+                    by_id[r.expectation_config.id], result_format=detail_format, expectation_parameters=parameters
+                )
             failures.append(_describe(detailed))
     return ValidationReport(
         suite=name,

@@ -144,7 +144,10 @@ def retrain_train(built: dict[str, Any], validated: dict[str, Any] | None, model
     from ctloop.retrain import train
 
     settings, params, _ = _runtime()
+    from ctloop.telemetry import emit_gauges
+
     result = train(params, settings, Path(built["data_dir"]), model=model, hyperparameters=hyperparameters)
+    emit_gauges("registry", {"model_size_bytes": result["model_size_bytes"]}, {"model": params.training.registered_model})
     upstream = [c for c in (built.get("cost"), (validated or {}).get("cost")) if c]
     return result | {"train_rows": built["train_rows"], "upstream_costs": upstream}
 

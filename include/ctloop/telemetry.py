@@ -37,7 +37,7 @@ def statsd_line(name: str, value: float, kind: str, tags: Mapping[str, object] |
     """One StatsD datagram: ``prefix.name:value|kind|#k:v,…`` (kind ``g`` gauge, ``c`` counter)."""
     if kind not in ("g", "c"):
         raise ValueError(f"statsd kind must be 'g' or 'c', got {kind!r}")
-    line = f"{prefix}.{_clean(name)}:{float(value):.6g}|{kind}"
+    line = f"{prefix}.{_clean(name)}:{float(value):.10g}|{kind}"
     if tags:
         line += "|#" + ",".join(f"{_clean(k)}:{_clean(v)}" for k, v in sorted(tags.items()) if v is not None)
     return line

@@ -168,6 +168,7 @@ def test_failures_alert_and_every_task_reports_its_cost(loop_airflow, receivers)
     assert ("ctloop.task.wall_seconds", "ctloop_ingest", "validate_batch", "failed") in {
         (n, t["dag"], t["task"], t["outcome"]) for n, _, t in gauges if n.startswith("ctloop.task.")}
     assert ("ctloop.registry.champion_version", float(champion.version)) in {(n, v) for n, v, _ in gauges}
+    assert ("ctloop.registry.model_size_bytes", metrics["model_size_bytes"]) in {(n, v) for n, v, _ in gauges}
 
 
 def test_a_worker_killed_mid_task_ends_with_the_task_retried_elsewhere(loop_airflow) -> None:  # type: ignore[no-untyped-def]

@@ -104,6 +104,9 @@ class LocalAirflow:
             "CTLOOP_HOME": str(s.home),
             "CTLOOP_PARAMS": str(s.params),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(s.project_dir / "include"), os.environ.get("PYTHONPATH")])),
+            # this interpreter's bin first: `airflow`, `ctloop`, `dvc` by name resolve to the same install
+            # even when the virtualenv is not activated (make runs .venv/bin/python directly)
+            "PATH": os.pathsep.join(filter(None, [str(Path(sys.executable).parent), os.environ.get("PATH")])),
         })
         if s.schedule_end is not None:
             env["CTLOOP_SCHEDULE_END"] = s.schedule_end.isoformat()

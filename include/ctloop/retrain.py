@@ -132,7 +132,7 @@ def evaluate(params: Params, settings: Settings, data_dir: Path, challenger_vers
     out.mkdir(parents=True, exist_ok=True)
     (out / "evaluation.json").write_text(json.dumps(record, indent=1, default=str))
     return {"evaluation": str(out / "evaluation.json"), "challenger": challenger_version,
-            "champion": champion_version if champion else None,
+            "champion": champion_version if champion else None, "test_rows": len(test),
             "metrics": {k: round(v, 4) for k, v in challenger.metrics.items()},
             "suites": {r["suite"]: r["summary"] for r in results}}
 

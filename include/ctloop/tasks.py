@@ -2,13 +2,13 @@
 Each function loads settings and params itself, so a task is one call from its DAG file.
 
 Every body is measured (``@costed``: wall time, CPU seconds, peak memory, rows) and the cost is sent as
-``ctloop.task.*`` metrics. Retrain tasks also hand their cost on, and the challenger's MLflow run gets each
-task's cost and the run's totals (``cost.*``) once the gate has decided."""
+``ctloop.task.*`` metrics. Each retrain task from train on also logs its cost to the challenger's MLflow run
+(train adds the cost of building and validating its training set), and the run's totals (``cost.total.*``)
+are recomputed after each."""
 
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
@@ -142,10 +142,9 @@ def retrain_train(built: dict[str, Any], validated: dict[str, Any] | None, model
                   hyperparameters: dict[str, Any] | None = None) -> dict[str, Any]:
     """The new version's MLflow run also gets the cost of building and validating its training set."""
     from ctloop.retrain import train
-
-    settings, params, _ = _runtime()
     from ctloop.telemetry import emit_gauges
 
+    settings, params, _ = _runtime()
     result = train(params, settings, Path(built["data_dir"]), model=model, hyperparameters=hyperparameters)
     emit_gauges("registry", {"model_size_bytes": result["model_size_bytes"]}, {"model": params.training.registered_model})
     upstream = [c for c in (built.get("cost"), (validated or {}).get("cost")) if c]
@@ -158,7 +157,7 @@ def retrain_evaluate(trained: dict[str, Any]) -> dict[str, Any]:
 
     settings, params, _ = _runtime()
     result = evaluate(params, settings, Path(trained["data_dir"]), trained["version"], trained["run_id"])
-    return result | {"run_id": trained["run_id"], "test_rows": json.loads(Path(result["evaluation"]).read_text())["test_rows"]}
+    return result | {"run_id": trained["run_id"]}
 
 
 @costed("ctloop_retrain", "gate", attach=True)

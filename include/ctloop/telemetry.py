@@ -50,10 +50,7 @@ def _target() -> tuple[str, int, str] | None:
     return None if not s.statsd_host else (s.statsd_host, s.statsd_port, s.statsd_prefix)
 
 
-def _send(lines: list[str]) -> None:
-    target = _target()
-    if target is None or not lines:
-        return
+def _send(target: tuple[str, int, str], lines: list[str]) -> None:
     host, port, _ = target
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -66,16 +63,15 @@ def _send(lines: list[str]) -> None:
 def emit_gauges(group: str, values: Mapping[str, float | int | None], tags: Mapping[str, object] | None = None) -> None:
     """``ctloop.<group>.<name>`` gauges; None values are skipped."""
     target = _target()
-    if target is None:
-        return
-    _send([statsd_line(f"{group}.{k}", float(v), "g", tags, target[2]) for k, v in values.items() if v is not None])
+    if target is not None:
+        _send(target, [statsd_line(f"{group}.{k}", float(v), "g", tags, target[2])
+                       for k, v in values.items() if v is not None])
 
 
 def emit_counter(name: str, tags: Mapping[str, object] | None = None, value: int = 1) -> None:
     target = _target()
-    if target is None:
-        return
-    _send([statsd_line(name, value, "c", tags, target[2])])
+    if target is not None:
+        _send(target, [statsd_line(name, value, "c", tags, target[2])])
 
 
 @dataclass
@@ -125,12 +121,13 @@ def total(costs: list[dict[str, Any]]) -> dict[str, float]:
             "rows": float(sum(c["rows"] or 0 for c in costs))}
 
 
+def _task_metrics(costs: list[dict[str, Any]]) -> dict[str, float]:
+    return {f"cost.{c['task']}.{k}": float(v) for c in costs for k, v in Cost(**c).metrics().items()}
+
+
 def cost_metrics(costs: list[dict[str, Any]]) -> dict[str, float]:
     """MLflow metric keys: ``cost.<task>.<what>`` for each task and ``cost.total.<what>`` for the run."""
-    out: dict[str, float] = {}
-    for c in costs:
-        out |= {f"cost.{c['task']}.{k}": float(v) for k, v in Cost(**c).metrics().items()}
-    return out | {f"cost.total.{k}": v for k, v in total(costs).items()}
+    return _task_metrics(costs) | {f"cost.total.{k}": v for k, v in total(costs).items()}
 
 
 def log_run_cost(settings: Any, run_id: str, costs: list[dict[str, Any]]) -> dict[str, float]:
@@ -142,8 +139,7 @@ def log_run_cost(settings: Any, run_id: str, costs: list[dict[str, Any]]) -> dic
 
     client = configure_mlflow(settings)
     now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in cost_metrics(costs).items()
-                                      if not k.startswith("cost.total.")])
+    client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in _task_metrics(costs).items()])
     logged = client.get_run(run_id).data.metrics
     tasks: dict[str, dict[str, Any]] = {}
     for key, value in logged.items():

@@ -181,20 +181,19 @@ def validate_frame(
     failed = [r for r in result.results if not r.success]
     failures: list[ExpectationFailure] = []
     if failed:
-        with copy_on_write():
-            batch = definition.batch_definition.get_batch(batch_parameters={"dataframe": frame})
         id_column = params.dataset.id if params.dataset.id in frame.columns else None
         detail_format: dict[str, Any] = {"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES}
         if id_column:
             detail_format["unexpected_index_column_names"] = [id_column]
         by_id = {e.id: e for e in definition.suite.expectations}
-        for r in failed:
-            assert r.expectation_config is not None  # GX sets it on every result of a suite run
-            with copy_on_write():
+        with copy_on_write():
+            batch = definition.batch_definition.get_batch(batch_parameters={"dataframe": frame})
+            for r in failed:
+                assert r.expectation_config is not None  # GX sets it on every result of a suite run
                 detailed = batch.validate(
                     by_id[r.expectation_config.id], result_format=detail_format, expectation_parameters=parameters
                 )
-            failures.append(_describe(detailed))
+                failures.append(_describe(detailed))
     return ValidationReport(
         suite=name,
         success=not failed,

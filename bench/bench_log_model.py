@@ -26,9 +26,9 @@ def main() -> None:
     import pandas as pd
     from mlflow.models import infer_signature
 
+    from ctloop.core.params import load_params
     from ctloop.data.simulator import SimulationSpec, simulate_day
-    from ctloop.params import load_params
-    from ctloop.training.pipeline import build_pipeline
+    from ctloop.estimators.pipeline import build_pipeline
     from ctloop.training.train import pip_requirements, trusted_types
 
     logging.getLogger("mlflow").setLevel(logging.ERROR)

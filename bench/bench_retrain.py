@@ -29,10 +29,10 @@ def _ts(value: str) -> datetime:
 
 
 def main() -> None:
-    from ctloop.airflow_runtime import LocalAirflow, free_port
+    from ctloop.core.settings import Settings
     from ctloop.data.simulator import SimulationSpec, simulate_day
     from ctloop.data.store import Lake
-    from ctloop.settings import Settings
+    from ctloop.dev.local_airflow import LocalAirflow, free_port
     from tests.conftest import write_params
 
     tmp = Path(tempfile.mkdtemp(prefix="ctloop-bench-retrain-"))

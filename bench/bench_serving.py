@@ -70,10 +70,10 @@ def main() -> None:
 
     import yaml
 
-    from ctloop.airflow_runtime import free_port
-    from ctloop.params import load_params
-    from ctloop.settings import Settings
-    from ctloop.training.pipeline import build_pipeline
+    from ctloop.core.params import load_params
+    from ctloop.core.settings import Settings
+    from ctloop.dev.local_airflow import free_port
+    from ctloop.estimators.pipeline import build_pipeline
     from tests.serving_helpers import Server, register, training_frame
 
     tmp = Path(tempfile.mkdtemp(prefix="ctloop-bench-serving-"))

@@ -13,7 +13,9 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "include"))
 
+from ctloop.core.params import load_params  # noqa: E402
 from ctloop.data.simulator import SimulationSpec, simulate_day  # noqa: E402
+from ctloop.estimators.pipeline import build_pipeline  # noqa: E402
 from ctloop.evaluation.suites import (  # noqa: E402
     adversarial_suite,
     behavioural_suite,
@@ -22,8 +24,6 @@ from ctloop.evaluation.suites import (  # noqa: E402
     read_golden,
     shadow_suite,
 )
-from ctloop.params import load_params  # noqa: E402
-from ctloop.training.pipeline import build_pipeline  # noqa: E402
 
 
 def main() -> None:

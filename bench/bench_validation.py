@@ -25,10 +25,10 @@ DAY = date(2026, 1, 5)
 
 
 def main() -> None:
+    from ctloop.core.params import load_params
+    from ctloop.core.settings import Settings
     from ctloop.data.simulator import SimulationSpec, simulate_day
-    from ctloop.ingest import interval_of
-    from ctloop.params import load_params
-    from ctloop.settings import Settings
+    from ctloop.flows.ingest import interval_of
     from ctloop.validation.context import open_context
     from ctloop.validation.run import validate_frame, validation_view
     from ctloop.validation.suite import build_suite

@@ -14,7 +14,7 @@ from datetime import timedelta
 from airflow.sdk import Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from ctloop.orchestration import schedule_start, task_defaults
+from ctloop.airflow_edge import schedule_start, task_defaults
 
 
 @dag(
@@ -33,8 +33,8 @@ from ctloop.orchestration import schedule_start, task_defaults
 def ctloop_approve() -> None:
     @task
     def approve(params=None, dag_run=None) -> dict:
-        from ctloop.errors import GateRejected, PromotionConflict, RegistryError
-        from ctloop.tasks import approve_candidate
+        from ctloop.core.errors import GateRejected, PromotionConflict, RegistryError
+        from ctloop.flows.tasks import approve_candidate
 
         try:
             return approve_candidate(params["version"], params["reason"], dag_run.dag_id, dag_run.run_id)

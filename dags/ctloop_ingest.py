@@ -17,8 +17,8 @@ from datetime import timedelta
 from airflow.sdk import Asset, CronDataIntervalTimetable, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from ctloop.assets import CURATED
-from ctloop.orchestration import ingest_cron, schedule_end, schedule_start, task_defaults
+from ctloop.airflow_edge import ingest_cron, schedule_end, schedule_start, task_defaults
+from ctloop.core.assets import CURATED
 
 curated_data = Asset(name=CURATED)
 
@@ -36,14 +36,14 @@ curated_data = Asset(name=CURATED)
 def ctloop_ingest() -> None:
     @task
     def extract_batch(data_interval_start=None) -> list[str]:
-        from ctloop.tasks import ingest_extract
+        from ctloop.flows.tasks import ingest_extract
 
         return ingest_extract(data_interval_start)
 
     @task
     def validate_batch(raw_files: list[str], data_interval_start=None) -> dict:
-        from ctloop.errors import ValidationFailed
-        from ctloop.tasks import ingest_validate
+        from ctloop.core.errors import ValidationFailed
+        from ctloop.flows.tasks import ingest_validate
 
         try:
             return ingest_validate(data_interval_start, raw_files)
@@ -52,7 +52,7 @@ def ctloop_ingest() -> None:
 
     @task(outlets=[curated_data])
     def publish_curated(raw_files: list[str], validation: dict, data_interval_start=None) -> str:
-        from ctloop.tasks import ingest_publish
+        from ctloop.flows.tasks import ingest_publish
 
         return ingest_publish(data_interval_start, raw_files, validation)
 

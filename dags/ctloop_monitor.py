@@ -26,8 +26,8 @@ from datetime import timedelta
 from airflow.sdk import Asset, CronDataIntervalTimetable, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from ctloop.assets import DRIFT, ROLLBACK_ALERT
-from ctloop.orchestration import monitor_cron, schedule_end, schedule_start, task_defaults
+from ctloop.airflow_edge import monitor_cron, schedule_end, schedule_start, task_defaults
+from ctloop.core.assets import DRIFT, ROLLBACK_ALERT
 
 drift_detected = Asset(name=DRIFT)
 rollback_alert = Asset(name=ROLLBACK_ALERT)
@@ -46,8 +46,8 @@ rollback_alert = Asset(name=ROLLBACK_ALERT)
 def ctloop_monitor() -> None:
     @task
     def collect_window(data_interval_start=None) -> dict:
-        from ctloop.errors import DataUnreadable, SchemaError
-        from ctloop.tasks import monitor_collect
+        from ctloop.core.errors import DataUnreadable, SchemaError
+        from ctloop.flows.tasks import monitor_collect
 
         try:
             return monitor_collect(data_interval_start)
@@ -56,26 +56,26 @@ def ctloop_monitor() -> None:
 
     @task
     def detect_drift(collected: dict, data_interval_start=None) -> dict:
-        from ctloop.tasks import monitor_drift
+        from ctloop.flows.tasks import monitor_drift
 
         return monitor_drift(data_interval_start)
 
     @task
     def check_quality(collected: dict, data_interval_start=None) -> dict:
-        from ctloop.tasks import monitor_quality
+        from ctloop.flows.tasks import monitor_quality
 
         return monitor_quality(data_interval_start)
 
     @task
     def decide(collected: dict, drift: dict, quality: dict, ti=None, data_interval_start=None) -> dict:
-        from ctloop.tasks import monitor_decide
+        from ctloop.flows.tasks import monitor_decide
 
         in_flight = ti.get_dr_count(dag_id="ctloop_retrain", states=["queued", "running"])
         return monitor_decide(data_interval_start, collected, drift, quality, in_flight)
 
     @task(outlets=[drift_detected])
     def emit_drift_event(summary: dict, outlet_events=None) -> dict:
-        from ctloop.tasks import monitor_event_extra
+        from ctloop.flows.tasks import monitor_event_extra
 
         decision = summary["decision"]
         if not decision["trigger"]:
@@ -86,7 +86,7 @@ def ctloop_monitor() -> None:
 
     @task(outlets=[rollback_alert])
     def guard_new_champion(quality: dict, dag_run=None, data_interval_start=None, outlet_events=None) -> dict:
-        from ctloop.tasks import monitor_guard
+        from ctloop.flows.tasks import monitor_guard
 
         guarded = monitor_guard(data_interval_start, quality, dag_run.dag_id, dag_run.run_id)
         decision = guarded["decision"] or {"status": "no champion", "reasons": []}

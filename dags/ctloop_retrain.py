@@ -26,8 +26,8 @@ from datetime import timedelta
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from ctloop.assets import CURATED, DRIFT
-from ctloop.orchestration import retrain_cron, retrain_defaults, schedule_end, schedule_start, task_defaults
+from ctloop.airflow_edge import retrain_cron, retrain_defaults, schedule_end, schedule_start, task_defaults
+from ctloop.core.assets import CURATED, DRIFT
 
 defaults = retrain_defaults()
 
@@ -58,8 +58,8 @@ defaults = retrain_defaults()
 def ctloop_retrain() -> None:
     @task(inlets=[Asset(name=CURATED)])
     def build_training_set(params=None, dag_run=None, triggering_asset_events=None, data_interval_end=None) -> dict:
-        from ctloop.errors import ConfigError, InsufficientData
-        from ctloop.tasks import retrain_build
+        from ctloop.core.errors import ConfigError, InsufficientData
+        from ctloop.flows.tasks import retrain_build
 
         extras = [dict(e.extra or {}) for events in (triggering_asset_events or {}).values() for e in events]
         try:
@@ -70,8 +70,8 @@ def ctloop_retrain() -> None:
 
     @task
     def validate_training_set(built: dict) -> dict:
-        from ctloop.errors import ValidationFailed
-        from ctloop.tasks import retrain_validate
+        from ctloop.core.errors import ValidationFailed
+        from ctloop.flows.tasks import retrain_validate
 
         try:
             return retrain_validate(built)
@@ -80,26 +80,26 @@ def ctloop_retrain() -> None:
 
     @task
     def train_challenger(built: dict, validated: dict, params=None) -> dict:
-        from ctloop.tasks import retrain_train
+        from ctloop.flows.tasks import retrain_train
 
         return retrain_train(built, validated, params["model"], params.get("hyperparameters") or None)
 
     @task
     def evaluate(trained: dict) -> dict:
-        from ctloop.tasks import retrain_evaluate
+        from ctloop.flows.tasks import retrain_evaluate
 
         return retrain_evaluate(trained)
 
     @task
     def gate(evaluated: dict, trained: dict) -> dict:
-        from ctloop.tasks import retrain_gate
+        from ctloop.flows.tasks import retrain_gate
 
         return retrain_gate(evaluated, trained)
 
     @task
     def promote(decision: dict, built: dict, params=None) -> dict:
-        from ctloop.errors import PromotionConflict
-        from ctloop.tasks import retrain_promote
+        from ctloop.core.errors import PromotionConflict
+        from ctloop.flows.tasks import retrain_promote
 
         try:
             promoted = retrain_promote(decision, dict(params), built["trigger"])

@@ -14,7 +14,7 @@ from datetime import timedelta
 from airflow.sdk import Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from ctloop.orchestration import schedule_start, task_defaults
+from ctloop.airflow_edge import schedule_start, task_defaults
 
 
 @dag(
@@ -34,8 +34,8 @@ from ctloop.orchestration import schedule_start, task_defaults
 def ctloop_rollback() -> None:
     @task
     def rollback(params=None, dag_run=None) -> dict:
-        from ctloop.errors import PromotionConflict, RegistryError
-        from ctloop.tasks import rollback_champion
+        from ctloop.core.errors import PromotionConflict, RegistryError
+        from ctloop.flows.tasks import rollback_champion
 
         try:
             return rollback_champion(params["version"], params["reason"], dag_run.dag_id, dag_run.run_id)

@@ -19,7 +19,7 @@ def _record(dag_run: Any, outcome: str, msg: str) -> None:
     if not dag_id.startswith("ctloop_"):
         return
     try:
-        from ctloop.audit import record
+        from ctloop.core.audit import record
 
         # only attributes the scheduler already loaded: a query here would open a second session and
         # commit inside the scheduler's critical section (Airflow refuses that: "UNEXPECTED COMMIT")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ctloop.airflow_runtime import telemetry_off_env
+from ctloop.dev.local_airflow import telemetry_off_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,7 +28,7 @@ os.environ.update({
     "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
 })
 atexit.register(shutil.rmtree, _airflow_home, True)
-# the same telemetry switches every ctloop-started process gets (ctloop.airflow_runtime imports no Airflow)
+# the same telemetry switches every ctloop-started process gets (ctloop.dev.local_airflow imports no Airflow)
 os.environ.update(telemetry_off_env())
 
 
@@ -44,7 +44,7 @@ def write_params(path: Path, **overrides: dict) -> Path:
 @pytest.fixture
 def ctloop_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh CTLOOP_HOME with the repo's params; settings cache cleared around the test."""
-    from ctloop.settings import get_settings
+    from ctloop.core.settings import get_settings
 
     home = tmp_path / "home"
     monkeypatch.setenv("CTLOOP_HOME", str(home))
@@ -57,7 +57,7 @@ def ctloop_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
 @pytest.fixture
 def use_params(ctloop_home: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """Call with section overrides to switch the test to a modified params.yaml."""
-    from ctloop.settings import get_settings
+    from ctloop.core.settings import get_settings
 
     def apply(**overrides: dict) -> Path:
         path = write_params(ctloop_home.parent / "params.yaml", **overrides)

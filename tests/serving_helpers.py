@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from ctloop.airflow_runtime import free_port
+from ctloop.dev.local_airflow import free_port
 
 TRAIN_DAY = date(2026, 3, 2)
 
@@ -56,7 +56,7 @@ def failing_on_unseen(params: Any) -> Any:
     answers its warm-up call, then fails on part of the traffic)."""
     from sklearn.preprocessing import OneHotEncoder
 
-    from ctloop.training.pipeline import build_pipeline
+    from ctloop.estimators.pipeline import build_pipeline
 
     pipeline = build_pipeline(params.dataset, "logistic_regression", {"max_iter": 1000})
     categorical = pipeline.named_steps["features"].transformers[1][1]

@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ctloop.airflow_runtime import free_port
+from ctloop.dev.local_airflow import free_port
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 

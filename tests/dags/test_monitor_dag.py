@@ -16,12 +16,13 @@ def monitor_setup(airflow_db, use_params, ctloop_home: Path):  # type: ignore[no
     use_params(training={"min_rows": 1000})
     from airflow.dag_processing.dagbag import DagBag
 
+    from ctloop.core.params import get_params
+    from ctloop.core.settings import get_settings
     from ctloop.data.simulator import SimulationSpec, simulate_day
     from ctloop.data.store import Lake
-    from ctloop.monitoring.traffic import TrafficSpec, simulate_traffic
-    from ctloop.params import get_params
-    from ctloop.retrain import describe_trigger, evaluate, gate, prepare, promote_version, train
-    from ctloop.settings import get_settings
+    from ctloop.dev.traffic import TrafficSpec, simulate_traffic
+    from ctloop.flows.promotion import promote_version
+    from ctloop.flows.retrain import describe_trigger, evaluate, gate, prepare, train
 
     settings, params = get_settings(), get_params()
     lake = Lake(settings.lake_root)
@@ -69,10 +70,10 @@ def test_corrupt_partition_fails_naming_the_file_and_triggers_nothing(monitor_se
     run, states = _run(dag, T0)
     assert str(run.state) == "failed"
     assert states["collect_window"] == "failed" and states["emit_drift_event"] == "upstream_failed"
+    from ctloop.core.errors import DataUnreadable
+    from ctloop.core.params import get_params
     from ctloop.data.store import Lake
-    from ctloop.errors import DataUnreadable
-    from ctloop.monitoring.monitor import collect_window
-    from ctloop.params import get_params
+    from ctloop.flows.monitor import collect_window
 
     with pytest.raises(DataUnreadable, match=r"broken\.parquet"):
         collect_window(Lake(lake.root), get_params(), T0)
@@ -81,9 +82,9 @@ def test_corrupt_partition_fails_naming_the_file_and_triggers_nothing(monitor_se
 def test_schema_changed_partition_names_the_column(monitor_setup) -> None:  # type: ignore[no-untyped-def]
     import pandas as pd
 
-    from ctloop.errors import SchemaError
-    from ctloop.monitoring.monitor import collect_window
-    from ctloop.params import get_params
+    from ctloop.core.errors import SchemaError
+    from ctloop.core.params import get_params
+    from ctloop.flows.monitor import collect_window
 
     _, lake = monitor_setup
     f = sorted(lake.partition("predictions", T0).glob("hour=*/*.parquet"))[0]

@@ -21,7 +21,9 @@ def _states(run) -> dict[str, str]:  # type: ignore[no-untyped-def]
 
 
 def test_rollback_dag_restores_previous_and_refuses_without_fallback(airflow_db, ctloop_home: Path) -> None:  # type: ignore[no-untyped-def]
-    from ctloop.params import get_params
+    from ctloop.core.params import get_params
+    from ctloop.core.settings import get_settings
+    from ctloop.flows.promotion import promote_version
     from ctloop.registry.mlflow_registry import (
         CHAMPION,
         PREVIOUS,
@@ -29,8 +31,6 @@ def test_rollback_dag_restores_previous_and_refuses_without_fallback(airflow_db,
         configure_mlflow,
         read_history,
     )
-    from ctloop.retrain import promote_version
-    from ctloop.settings import get_settings
 
     settings, params = get_settings(), get_params()
     client = configure_mlflow(settings)
@@ -58,11 +58,11 @@ def test_rollback_dag_restores_previous_and_refuses_without_fallback(airflow_db,
 def test_manual_mode_retrain_waits_for_the_approve_dag(airflow_db, use_params, ctloop_home: Path) -> None:  # type: ignore[no-untyped-def]
     use_params(source={"rows_per_day": 500}, training={"min_rows": 1000, "window_days": 10},
                promotion={"mode": "manual"})
+    from ctloop.core.params import get_params
+    from ctloop.core.settings import get_settings
     from ctloop.data.store import Lake
-    from ctloop.ingest import ingest_day
-    from ctloop.params import get_params
+    from ctloop.flows.ingest import ingest_day
     from ctloop.registry.mlflow_registry import CANDIDATE, CHAMPION, alias_version, configure_mlflow
-    from ctloop.settings import get_settings
     from ctloop.validation.context import open_context
 
     settings, params = get_settings(), get_params()

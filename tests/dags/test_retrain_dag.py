@@ -16,10 +16,10 @@ def retrain_dag(airflow_db, use_params, ctloop_home: Path):  # type: ignore[no-u
     use_params(source={"rows_per_day": 500}, training={"min_rows": 1000, "window_days": 10})
     from airflow.dag_processing.dagbag import DagBag
 
+    from ctloop.core.params import get_params
+    from ctloop.core.settings import get_settings
     from ctloop.data.store import Lake
-    from ctloop.ingest import ingest_day
-    from ctloop.params import get_params
-    from ctloop.settings import get_settings
+    from ctloop.flows.ingest import ingest_day
     from ctloop.validation.context import open_context
 
     settings, params = get_settings(), get_params()
@@ -35,9 +35,9 @@ def _states(run) -> dict[str, str]:  # type: ignore[no-untyped-def]
 
 
 def test_first_run_promotes_and_a_weaker_model_is_rejected(retrain_dag) -> None:  # type: ignore[no-untyped-def]
-    from ctloop.params import get_params
+    from ctloop.core.params import get_params
+    from ctloop.core.settings import get_settings
     from ctloop.registry.mlflow_registry import configure_mlflow, registry_status
-    from ctloop.settings import get_settings
 
     run = retrain_dag.test(run_conf={"reason": "first model"})
     assert str(run.state) == "success", _states(run)
@@ -74,9 +74,9 @@ def test_first_run_promotes_and_a_weaker_model_is_rejected(retrain_dag) -> None:
 
 
 def test_manual_run_without_reason_fails_and_trains_nothing(retrain_dag) -> None:  # type: ignore[no-untyped-def]
-    from ctloop.params import get_params
+    from ctloop.core.params import get_params
+    from ctloop.core.settings import get_settings
     from ctloop.registry.mlflow_registry import configure_mlflow
-    from ctloop.settings import get_settings
 
     run = retrain_dag.test(run_conf={"reason": "  "})
     assert str(run.state) == "failed" and _states(run)["build_training_set"] == "failed"

@@ -20,8 +20,8 @@ def e2e_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def start_airflow(home: Path, schedule_end: date, extra_env: dict[str, str] | None = None,
                   **param_overrides: dict):  # type: ignore[no-untyped-def]
-    from ctloop.airflow_runtime import LocalAirflow, free_port
-    from ctloop.settings import Settings
+    from ctloop.core.settings import Settings
+    from ctloop.dev.local_airflow import LocalAirflow, free_port
 
     params = write_params(home / "params.yaml", **param_overrides)
     settings = Settings(home=home / "ctloop", params=params, project_dir=REPO, schedule_end=schedule_end)

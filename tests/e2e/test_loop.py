@@ -38,8 +38,8 @@ def receivers() -> Iterator[tuple[WebhookReceiver, StatsdReceiver]]:
 @pytest.fixture(scope="module")
 def loop_stack(tmp_path_factory: pytest.TempPathFactory, receivers: tuple[WebhookReceiver, StatsdReceiver]
                ) -> Iterator[tuple[Any, Any]]:
-    from ctloop.airflow_runtime import LocalAirflow, free_port
-    from ctloop.settings import Settings
+    from ctloop.core.settings import Settings
+    from ctloop.dev.local_airflow import LocalAirflow, free_port
 
     home = tmp_path_factory.mktemp("loop")
     pg, redis = Postgres(), Redis()
@@ -77,7 +77,7 @@ def loop_airflow(loop_stack: tuple[Any, Any]) -> tuple[Any, Any]:
 
 
 def _mlflow(settings):  # type: ignore[no-untyped-def]
-    from ctloop.params import load_params
+    from ctloop.core.params import load_params
     from ctloop.registry.mlflow_registry import configure_mlflow
 
     return configure_mlflow(settings), load_params(settings.params).training.registered_model
@@ -114,9 +114,9 @@ def test_ingest_then_retrain_promotes_a_champion(loop_airflow) -> None:  # type:
     assert window["test_days"] == ["2026-01-10"]
 
     # lineage of the champion resolves down to the raw batches the scheduler ingested
+    from ctloop.core.params import load_params
     from ctloop.data.store import Lake
-    from ctloop.lineage import resolve_lineage
-    from ctloop.params import load_params
+    from ctloop.flows.lineage import resolve_lineage
 
     chain = resolve_lineage(settings, load_params(settings.params), Lake(settings.lake_root), champion.version)
     assert chain.complete, chain.problems
@@ -124,7 +124,7 @@ def test_ingest_then_retrain_promotes_a_champion(loop_airflow) -> None:  # type:
     assert all(raw["intact"] for p in chain.partitions for raw in p["raw_files"])
 
     # the audit trail: the listener plugin recorded DAG run outcomes, the library the promotion
-    from ctloop.audit import audit_log
+    from ctloop.core.audit import audit_log
 
     log = audit_log(settings)
     deadline = time.monotonic() + 60
@@ -194,9 +194,9 @@ def test_a_worker_killed_mid_task_ends_with_the_task_retried_elsewhere(loop_airf
 
 def test_drift_window_triggers_retrain_through_the_asset(loop_airflow, receivers) -> None:  # type: ignore[no-untyped-def]
     """Runs after the champion exists (same module, same Airflow)."""
+    from ctloop.core.params import load_params
     from ctloop.data.store import Lake
-    from ctloop.monitoring.traffic import TrafficSpec, simulate_traffic
-    from ctloop.params import load_params
+    from ctloop.dev.traffic import TrafficSpec, simulate_traffic
 
     airflow, settings = loop_airflow
     params = load_params(settings.params)
@@ -243,11 +243,12 @@ def test_a_bad_release_is_rolled_back_automatically_by_the_monitor(loop_airflow,
     quality drops during the bake period, and the scheduler's monitor run rolls it back."""
     from datetime import timedelta
 
+    from ctloop.core.params import load_params
     from ctloop.data.store import Lake
-    from ctloop.monitoring.traffic import TrafficSpec, simulate_traffic
-    from ctloop.params import load_params
+    from ctloop.dev.traffic import TrafficSpec, simulate_traffic
+    from ctloop.flows.promotion import promote_version
+    from ctloop.flows.retrain import describe_trigger, prepare, train, training_set_dir
     from ctloop.registry.mlflow_registry import read_history
-    from ctloop.retrain import describe_trigger, prepare, promote_version, train, training_set_dir
 
     airflow, settings = loop_airflow
     airflow.pause("ctloop_retrain")  # drift events may queue; no retrain may race the rollback under test

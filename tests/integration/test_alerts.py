@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ctloop.audit import audit_log, record
-from ctloop.settings import get_settings
+from ctloop.core.audit import audit_log, record
+from ctloop.core.settings import get_settings
 from tests.alert_helpers import WebhookReceiver, http_connection
 
 
@@ -81,7 +81,7 @@ def test_smtp_connection_sends_an_email(ctloop_home: Path, monkeypatch: pytest.M
             received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
             return "250 OK"
 
-    from ctloop.airflow_runtime import free_port
+    from ctloop.dev.local_airflow import free_port
 
     port = free_port()
     smtp = Controller(Handler(), hostname="127.0.0.1", port=port)

@@ -21,8 +21,8 @@ USERS = {"admin": "admin-pw-1", "operator": "operator-pw-1", "viewer": "viewer-p
 
 @pytest.fixture(scope="module")
 def fab_airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from ctloop.airflow_runtime import LocalAirflow, free_port
-    from ctloop.settings import Settings
+    from ctloop.core.settings import Settings
+    from ctloop.dev.local_airflow import LocalAirflow, free_port
 
     home = tmp_path_factory.mktemp("fab")
     settings = Settings(home=home / "ctloop", params=write_params(home / "params.yaml"), project_dir=REPO)

@@ -15,11 +15,11 @@ pytestmark = pytest.mark.integration
 
 
 def test_golden_add_from_the_prediction_log(use_params, ctloop_home: Path) -> None:  # type: ignore[no-untyped-def]
+    from ctloop.core.params import get_params
+    from ctloop.core.settings import get_settings
+    from ctloop.data.predictions import write_predictions
     from ctloop.data.simulator import SimulationSpec, simulate_day
     from ctloop.data.store import Lake
-    from ctloop.monitoring.prediction_log import write_predictions
-    from ctloop.params import get_params
-    from ctloop.settings import get_settings
 
     golden = ctloop_home.parent / "golden.jsonl"
     golden.write_text('{"case_id": "seed-1", "expected": 0, "features": {}}\n')

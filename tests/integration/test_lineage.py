@@ -25,10 +25,11 @@ DAYS = [date(2026, 1, 1) + timedelta(days=i) for i in range(8)]
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:  # type: ignore[type-arg]
+    from ctloop.core.params import load_params
+    from ctloop.core.settings import get_settings
     from ctloop.data.store import Lake
-    from ctloop.ingest import ingest_day
-    from ctloop.params import load_params
-    from ctloop.retrain import (
+    from ctloop.flows.ingest import ingest_day
+    from ctloop.flows.retrain import (
         describe_trigger,
         evaluate,
         gate,
@@ -38,7 +39,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:  # type: 
         training_set_dir,
         validate_training_set,
     )
-    from ctloop.settings import get_settings
     from ctloop.validation.context import open_context
 
     root = tmp_path_factory.mktemp("lineage")
@@ -90,7 +90,7 @@ def test_curated_partitions_and_training_sets_are_tracked_and_pushed(world) -> N
 
 
 def test_lineage_resolves_to_existing_raw_partitions(world) -> None:  # type: ignore[no-untyped-def]
-    from ctloop.lineage import resolve_lineage
+    from ctloop.flows.lineage import resolve_lineage
 
     settings, params, lake, version = world["settings"], world["params"], world["lake"], world["trained"]["version"]
     chain = resolve_lineage(settings, params, lake, version)
@@ -130,7 +130,7 @@ def test_reproduce_pulls_the_data_version_from_the_remote_and_matches(world) -> 
 
 
 def test_every_decision_is_in_the_audit_trail(world) -> None:  # type: ignore[no-untyped-def]
-    from ctloop.audit import audit_log
+    from ctloop.core.audit import audit_log
 
     log = audit_log(world["settings"])
     assert log.verify().ok
@@ -142,7 +142,7 @@ def test_every_decision_is_in_the_audit_trail(world) -> None:  # type: ignore[no
 
 
 def test_concurrent_ingests_keep_the_dvc_repo_and_the_audit_chain_consistent(world) -> None:  # type: ignore[no-untyped-def]
-    from ctloop.audit import audit_log
+    from ctloop.core.audit import audit_log
     from ctloop.data.versioning import LakeVersions
 
     settings, lake = world["settings"], world["lake"]

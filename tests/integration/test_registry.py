@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from ctloop.errors import GateRejected, PromotionConflict
-from ctloop.params import get_params
+from ctloop.core.errors import GateRejected, PromotionConflict
+from ctloop.core.params import get_params
+from ctloop.core.settings import get_settings
 from ctloop.registry.mlflow_registry import CHAMPION, PREVIOUS, alias_version, configure_mlflow, promote
-from ctloop.settings import get_settings
 
 pytestmark = pytest.mark.integration
 
@@ -54,9 +54,9 @@ def test_two_concurrent_promotions_exactly_one_wins(registry) -> None:  # type: 
     promote(client, settings, name, "1", None, "first")
     code = (
         "import sys\n"
-        "from ctloop.errors import PromotionConflict\n"
+        "from ctloop.core.errors import PromotionConflict\n"
         "from ctloop.registry.mlflow_registry import configure_mlflow, promote\n"
-        "from ctloop.settings import get_settings\n"
+        "from ctloop.core.settings import get_settings\n"
         "s = get_settings(); c = configure_mlflow(s)\n"
         "try:\n"
         f"    promote(c, s, {name!r}, sys.argv[1], '1', 'race'); print('won')\n"
@@ -72,7 +72,7 @@ def test_two_concurrent_promotions_exactly_one_wins(registry) -> None:  # type: 
 
 
 def test_rejected_version_keeps_its_reasons_and_is_not_promoted(registry) -> None:  # type: ignore[no-untyped-def]
-    from ctloop.retrain import promote_version
+    from ctloop.flows.promotion import promote_version
 
     client, settings, name = registry
     promote(client, settings, name, "1", None, "first")
@@ -86,7 +86,7 @@ def test_rejected_version_keeps_its_reasons_and_is_not_promoted(registry) -> Non
 
 
 def test_a_stale_gate_decision_is_not_promoted(registry) -> None:  # type: ignore[no-untyped-def]
-    from ctloop.retrain import promote_version
+    from ctloop.flows.promotion import promote_version
 
     client, settings, name = registry
     promote(client, settings, name, "1", None, "first")  # v3's gate decision was made with no champion

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ctloop.core.params import get_params
+from ctloop.core.settings import get_settings
 from ctloop.data.simulator import SimulationSpec, simulate_day
 from ctloop.data.store import Lake
-from ctloop.params import get_params
 from ctloop.registry.mlflow_registry import CHAMPION, alias_version, configure_mlflow, promote
-from ctloop.settings import get_settings
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.integration

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from ctloop.errors import GateRejected, PromotionConflict, RegistryError
-from ctloop.params import get_params
+from ctloop.core.errors import GateRejected, PromotionConflict, RegistryError
+from ctloop.core.params import get_params
+from ctloop.core.settings import get_settings
+from ctloop.flows.promotion import hold_candidate, promote_version, rollback_version
 from ctloop.registry.mlflow_registry import (
     CANDIDATE,
     CHAMPION,
@@ -24,8 +26,6 @@ from ctloop.registry.mlflow_registry import (
     configure_mlflow,
     read_history,
 )
-from ctloop.retrain import hold_candidate, promote_version, rollback_version
-from ctloop.settings import get_settings
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.integration
@@ -127,8 +127,8 @@ def test_a_rollback_racing_a_promotion_leaves_a_consistent_champion(registry) ->
     client, settings, params, name = registry
     _chain(client, settings, params, name, ["1", "2"])
     _gate(client, name, "3", True, "2")
-    code = ("import sys\nfrom ctloop.errors import CtloopError\nfrom ctloop.params import get_params\n"
-            "from ctloop.settings import get_settings\nfrom ctloop.retrain import promote_version, rollback_version\n"
+    code = ("import sys\nfrom ctloop.core.errors import CtloopError\nfrom ctloop.core.params import get_params\n"
+            "from ctloop.core.settings import get_settings\nfrom ctloop.flows.promotion import promote_version, rollback_version\n"
             "s, p = get_settings(), get_params()\ntry:\n"
             "    if sys.argv[1] == 'promote':\n        promote_version(p, s, '3', 'race', expected_champion='2')\n"
             "    else:\n        rollback_version(p, s, None, 'race', expected_champion='2')\n"

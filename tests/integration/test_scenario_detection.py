@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from ctloop.core.params import load_params
+from ctloop.core.settings import Settings
 from ctloop.data.simulator import SimulationSpec, simulate_day
 from ctloop.data.store import Lake
-from ctloop.monitoring.monitor import assess_window
-from ctloop.monitoring.traffic import TrafficSpec, simulate_traffic
-from ctloop.params import load_params
-from ctloop.settings import Settings
+from ctloop.dev.traffic import TrafficSpec, simulate_traffic
+from ctloop.flows.monitor import assess_window
 from tests.conftest import write_params
 
 pytestmark = pytest.mark.integration
@@ -25,7 +25,8 @@ DRIFT = T0 + timedelta(days=7)
 
 def _world(root: Path, settings: Settings, scenario: str, model_name: str):  # type: ignore[no-untyped-def]
     """Curated training data of a world (stable or seasonal), then a promoted champion trained on it."""
-    from ctloop.retrain import describe_trigger, evaluate, gate, prepare, promote_version, train
+    from ctloop.flows.promotion import promote_version
+    from ctloop.flows.retrain import describe_trigger, evaluate, gate, prepare, train
 
     params_file = write_params(root / f"params-{model_name}.yaml", training={"registered_model": model_name},
                                source={"scenario": scenario})

@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
-from ctloop.params import load_params
+from ctloop.core.params import load_params
+from ctloop.core.settings import get_settings
+from ctloop.estimators.pipeline import build_pipeline
 from ctloop.registry.mlflow_registry import configure_mlflow
-from ctloop.settings import get_settings
-from ctloop.training.pipeline import build_pipeline
 from tests.alert_helpers import WebhookReceiver, http_connection
 from tests.conftest import write_params
 from tests.serving_helpers import Server, failing_on_unseen, logged, register, training_frame
@@ -223,7 +223,7 @@ def test_shadow_scores_are_logged_and_never_returned(served: dict[str, Any]) -> 
 
 
 def test_canary_guard_stops_a_failing_canary_without_failing_a_request(served: dict[str, Any]) -> None:
-    from ctloop.audit import audit_log
+    from ctloop.core.audit import audit_log
 
     client, name = served["client"], served["params"].training.registered_model
     v3 = served["versions"]["v3"]
@@ -377,8 +377,8 @@ def test_sigterm_under_load_loses_no_logged_prediction(tmp_path: Path, served: d
     rows = logged(home / "lake")
     assert len(rows) == len(answered) and set(rows["request_id"]) == set(answered)
     # the monitor's reader takes the server's files as they are (schema checked from the footers)
+    from ctloop.data.predictions import read_predictions
     from ctloop.data.store import Lake
-    from ctloop.monitoring.prediction_log import read_predictions
 
     days = sorted({d.name[3:] for d in (home / "lake" / "predictions").iterdir()})
     contract = served["params"].dataset

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ctloop.settings import get_settings
-from ctloop.tasks import costed
-from ctloop.telemetry import Cost, cost_metrics, measure, statsd_line
+from ctloop.core.metrics import Cost, cost_metrics, measure, statsd_line
+from ctloop.core.settings import get_settings
+from ctloop.flows.tasks import costed
 from tests.alert_helpers import StatsdReceiver
 
 
@@ -112,7 +112,7 @@ def test_costed_tasks_send_gauges_and_keep_the_run_totals(statsd: StatsdReceiver
 
 
 def test_metrics_off_or_unreachable_never_fail(ctloop_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ctloop.telemetry import emit_counter, emit_gauges
+    from ctloop.core.metrics import emit_counter, emit_gauges
 
     get_settings.cache_clear()
     emit_gauges("task", {"wall_seconds": 1.0})  # no host: nothing is sent, nothing fails

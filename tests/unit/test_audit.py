@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ctloop.audit import AuditLog
+from ctloop.core.audit import AuditLog
 from tests.conftest import run_cli
 
 
@@ -50,7 +50,7 @@ def test_an_edited_entry_is_named(tmp_path: Path) -> None:
 
 
 def test_an_edit_that_recomputes_the_hash_breaks_the_next_link(tmp_path: Path) -> None:
-    from ctloop.audit import _digest
+    from ctloop.core.audit import _digest
 
     log = _log(tmp_path)
     lines = _lines(log)
@@ -124,8 +124,8 @@ def test_concurrent_writers_keep_one_chain(tmp_path: Path) -> None:
 
 
 def test_cli_verify_names_the_bad_line_and_exits_1(ctloop_home: Path) -> None:
-    from ctloop.audit import audit_log
-    from ctloop.settings import get_settings
+    from ctloop.core.audit import audit_log
+    from ctloop.core.settings import get_settings
 
     log = audit_log(get_settings())
     for i in range(3):

@@ -122,7 +122,7 @@ def test_prometheus_scrapes_serving_and_airflow_and_grafana_asks_for_real_metric
 def test_the_dashboard_panels_on_ctloops_own_metrics_read_what_the_exporter_maps() -> None:
     """Drift share and quality per window, champion over time, task cost and alerts: each series the
     dashboard asks for comes out of a statsd_exporter mapping, and the task series are Cost's fields."""
-    from ctloop.telemetry import Cost
+    from ctloop.core.metrics import Cost
 
     dashboard = json.loads((REPO / "deploy/grafana/dashboards/ctloop.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ctloop.core.params import get_params
+from ctloop.core.settings import get_settings
 from ctloop.data.simulator import SimulationSpec, simulate_day
 from ctloop.data.store import Lake
-from ctloop.ingest import ingest_day
-from ctloop.params import get_params
-from ctloop.settings import get_settings
+from ctloop.flows.ingest import ingest_day
 from ctloop.validation.context import open_context
 
 DAY = date(2026, 1, 5)
@@ -157,7 +157,7 @@ def test_csv_delivery_is_accepted(files_source: Path) -> None:
 
 
 def test_missing_delivery_names_the_pattern(files_source: Path) -> None:
-    from ctloop.errors import DataUnreadable
+    from ctloop.core.errors import DataUnreadable
 
     with pytest.raises(DataUnreadable, match=f"no file delivered for {DAY}"):
         _ingest()
@@ -193,7 +193,7 @@ def test_validation_view_keeps_values_and_lets_wrong_types_through_to_gx() -> No
 def test_copy_on_write_changes_no_verdict(ctloop_home: Path) -> None:
     """The suite runs under pandas' Copy-on-Write mode for speed: each expectation's verdict is the one GX
     gives in pandas' default mode, on a batch with nulls and several kinds of failure."""
-    from ctloop.ingest import interval_of
+    from ctloop.flows.ingest import interval_of
     from ctloop.validation.run import _naive_utc, copy_on_write, validation_view
     from ctloop.validation.suite import INTERVAL_END, INTERVAL_START
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from ctloop.monitoring.policy import MonitorPolicy, WindowEvidence, decide
+from ctloop.decisions.drift import MonitorPolicy, WindowEvidence, decide
 
 W = date(2026, 2, 10)
 POLICY = MonitorPolicy(min_rows=500, drift_share=0.2, prediction_drift=True, max_quality_drop=0.05,
@@ -92,7 +92,7 @@ def test_labeled_quality_uses_evidently_and_matches_the_definition() -> None:
     import pandas as pd
     from sklearn.metrics import accuracy_score, roc_auc_score
 
-    from ctloop.monitoring.monitor import quality_of
+    from ctloop.flows.monitor import quality_of
 
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 1000)

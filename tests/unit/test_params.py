@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ctloop.errors import ConfigError
-from ctloop.params import load_params
-from ctloop.settings import Settings
+from ctloop.core.errors import ConfigError
+from ctloop.core.params import load_params
+from ctloop.core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from ctloop.monitoring.rollback import decide_rollback
-from ctloop.params import RollbackPolicy
+from ctloop.core.params import RollbackPolicy
+from ctloop.decisions.rollback import decide_rollback
 
 W = date(2026, 3, 10)
 POLICY = RollbackPolicy(bake_days=3, max_quality_drop=0.05, comparable_windows=3, min_labeled_rows=100)

@@ -12,12 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop.params import CanaryGuardSpec, get_params
-from ctloop.serving.compiled import NotCompilable, compile_linear, probe_records, verified
+from ctloop.core.params import CanaryGuardSpec, get_params
+from ctloop.decisions.canary import judge_canary
+from ctloop.estimators.compiled import NotCompilable, compile_linear, probe_records, verified
+from ctloop.estimators.pipeline import build_pipeline
+from ctloop.estimators.scoring import prepare_rows, records_frame
 from ctloop.serving.logwriter import LogWriter
-from ctloop.serving.routing import Routes, bucket, judge_canary, on_canary, read_routes, write_routes
-from ctloop.serving.scoring import prepare_rows, records_frame
-from ctloop.training.pipeline import build_pipeline
+from ctloop.serving.routing import Routes, bucket, on_canary, read_routes, write_routes
 from tests.serving_helpers import training_frame
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from ctloop.core.errors import DataUnreadable
 from ctloop.data.reading import read_batch, sniff_format
 from ctloop.data.store import Lake
-from ctloop.errors import DataUnreadable
 
 DAY = date(2026, 1, 5)
 

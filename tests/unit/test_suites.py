@@ -11,8 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ctloop.core.params import get_params
 from ctloop.data.simulator import SimulationSpec, simulate_day
-from ctloop.evaluation.gate import ModelEvaluation, decide
+from ctloop.decisions.gate import decide
+from ctloop.estimators.pipeline import build_pipeline
+from ctloop.evaluation.evaluate import ModelEvaluation
 from ctloop.evaluation.suites import (
     adversarial_suite,
     behavioural_suite,
@@ -20,8 +23,6 @@ from ctloop.evaluation.suites import (
     golden_suite,
     shadow_suite,
 )
-from ctloop.params import get_params
-from ctloop.training.pipeline import build_pipeline
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from ctloop.core.errors import ConfigError, InsufficientData
+from ctloop.core.params import load_params
 from ctloop.data.simulator import SimulationSpec, simulate_day
 from ctloop.data.store import Lake
-from ctloop.errors import ConfigError, InsufficientData
-from ctloop.params import load_params
-from ctloop.training.dataset import build_training_set, latest_as_of, select_window
-from ctloop.training.pipeline import build_pipeline
+from ctloop.data.training_set import build_training_set, latest_as_of, select_window
+from ctloop.estimators.pipeline import build_pipeline
 
 PARAMS = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
 D = [date(2026, 1, 1) + timedelta(days=i) for i in range(20)]

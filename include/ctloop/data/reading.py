@@ -10,12 +10,12 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ctloop.errors import DataUnreadable
+from ctloop.core.errors import DataUnreadable
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ctloop.params import DatasetSpec
+    from ctloop.core.params import DatasetSpec
 
 PARQUET_MAGIC = b"PAR1"
 

@@ -21,13 +21,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ctloop.errors import VersioningError
-from ctloop.locks import file_lock
+from ctloop.core.errors import VersioningError
+from ctloop.core.locks import file_lock
 
 if TYPE_CHECKING:
     from dvc.repo import Repo
 
-    from ctloop.settings import Settings
+    from ctloop.core.settings import Settings
 
 # written into a training-set directory after it was versioned; not part of the data version
 DVCIGNORE = """\
@@ -80,7 +80,7 @@ class LakeVersions:
     def for_lake(cls, lake_root: Path) -> LakeVersions:
         """The lake at ``lake_root`` with the cache and remote it was set up with (so processes whose
         settings differ never re-point it); a new lake gets those of the current settings."""
-        from ctloop.settings import get_settings
+        from ctloop.core.settings import get_settings
 
         marker = lake_root / ".dvc" / "ctloop.json"
         if marker.exists():

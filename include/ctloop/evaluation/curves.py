@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ctloop.params import Params
-    from ctloop.settings import Settings
+    from ctloop.core.params import Params
+    from ctloop.core.settings import Settings
 
 
 def write_curves(params: Params, settings: Settings, data_dir: Path, version: str, out_dir: Path,
@@ -17,8 +17,8 @@ def write_curves(params: Params, settings: Settings, data_dir: Path, version: st
     import numpy as np
     from sklearn.metrics import roc_curve
 
+    from ctloop.data.training_set import read_training_set
     from ctloop.registry.mlflow_registry import configure_mlflow
-    from ctloop.training.dataset import read_training_set
 
     configure_mlflow(settings)
     _, test, _ = read_training_set(data_dir)

@@ -9,13 +9,13 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ctloop.errors import DataUnreadable, SchemaError
+from ctloop.core.errors import DataUnreadable, SchemaError
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ctloop.core.params import DatasetSpec
     from ctloop.data.store import Lake
-    from ctloop.params import DatasetSpec
 
 
 def _jsonable(value: Any) -> Any:
@@ -54,7 +54,7 @@ def add_from_log(lake: Lake, contract: DatasetSpec, request_ids: list[str], labe
     """Cases for logged production requests (a real failure fed back into the suite)."""
     import pandas as pd
 
-    from ctloop.monitoring.prediction_log import prediction_files
+    from ctloop.data.predictions import prediction_files
 
     files = [f for d in days for f in prediction_files(lake, d)]
     if not files:

@@ -15,12 +15,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ctloop.serving.scoring import ScoringError, score_rows
+from ctloop.estimators.scoring import ScoringError, score_rows
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ctloop.params import DatasetSpec, EvaluationSpec, Params
+    from ctloop.core.params import DatasetSpec, EvaluationSpec, Params
 
 MAX_EXAMPLES = 5
 
@@ -70,7 +70,7 @@ def _scores(model: Any, frame: pd.DataFrame, contract: DatasetSpec) -> Any:
 # golden set --------------------------------------------------------------------------------------------
 
 def read_golden(path: Path) -> list[dict[str, Any]]:
-    from ctloop.errors import DataUnreadable
+    from ctloop.core.errors import DataUnreadable
 
     if not path.exists():
         return []

@@ -15,12 +15,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ctloop.errors import DataUnreadable, SchemaError
+from ctloop.core.errors import DataUnreadable, SchemaError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ctloop.params import DatasetSpec
+    from ctloop.core.params import DatasetSpec
 
 
 @dataclass(frozen=True)

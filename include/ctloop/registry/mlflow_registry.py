@@ -16,13 +16,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ctloop.errors import PromotionConflict, RegistryError
-from ctloop.locks import file_lock
+from ctloop.core.errors import PromotionConflict, RegistryError
+from ctloop.core.locks import file_lock
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from ctloop.settings import Settings
+    from ctloop.core.settings import Settings
 
 CHAMPION, CHALLENGER, PREVIOUS, PREVIOUS_2 = "champion", "challenger", "previous", "previous-2"
 CANDIDATE = "candidate"  # a gated challenger waiting for approval (promotion.mode: manual)
@@ -188,7 +188,7 @@ def append_history(settings: Settings, model: str, kind: str, moves: list[dict[s
              "dag_run": dag_run}
     with path.open("a") as fh:
         fh.write(json.dumps(entry) + "\n")
-    from ctloop.telemetry import emit_gauges
+    from ctloop.core.metrics import emit_gauges
 
     champion = next((m["to"] for m in moves if m.get("alias") == CHAMPION and m.get("to")), None)
     if champion is not None:  # Grafana's champion-over-time panel

@@ -14,11 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ctloop.serving.scoring import ScoringError, predict_scores, records_frame
+from ctloop.estimators.scoring import ScoringError, predict_scores, records_frame
 
 if TYPE_CHECKING:
-    from ctloop.params import DatasetSpec
-    from ctloop.serving.compiled import Scorer
+    from ctloop.core.params import DatasetSpec
+    from ctloop.estimators.compiled import Scorer
     from ctloop.serving.metrics import ServingMetrics
 
 
@@ -28,7 +28,7 @@ class LoadedModel:
     version: str
     model: Any
     loaded_at: str
-    compiled: Scorer | None = None  # the verified compiled path (ctloop.serving.compiled), when there is one
+    compiled: Scorer | None = None  # the verified compiled path (ctloop.estimators.compiled), when there is one
     path: str = "scikit-learn"
 
 

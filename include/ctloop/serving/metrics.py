@@ -36,6 +36,8 @@ class ServingMetrics:
                                     buckets=BATCH_BUCKETS, registry=r)
         self.rejected = Counter("ctloop_serving_rejected_requests", "requests refused before scoring",
                                 ["status"], registry=r)
+        self.internal_errors = Counter("ctloop_serving_internal_errors", "requests answered 500 by an error "
+                                       "that escaped a handler", ["path"], registry=r)
         self.swaps = Counter("ctloop_serving_model_swaps", "models loaded, warmed up and swapped in", ["alias"],
                              registry=r)
         self.load_errors = Counter("ctloop_serving_model_load_errors", "models that failed to load or warm up",
@@ -54,6 +56,9 @@ class ServingMetrics:
                                  registry=r)
         self.log_errors = Gauge("ctloop_serving_log_write_errors_total", "failed prediction-log writes",
                                 registry=r)
+        self.log_dead_lettered = Gauge("ctloop_serving_log_dead_lettered_rows_total",
+                                       "prediction-log rows that could not be written, kept in the dead-letter "
+                                       "file with the reason", registry=r)
 
     def render(self, writer: LogWriter | None) -> bytes:
         from prometheus_client import generate_latest
@@ -63,4 +68,5 @@ class ServingMetrics:
             self.log_dropped.set(writer.dropped)
             self.log_written.set(writer.written)
             self.log_errors.set(writer.write_errors)
+            self.log_dead_lettered.set(writer.dead_lettered)
         return generate_latest(self.registry)

@@ -1,4 +1,5 @@
-"""Routes in force (canary share, shadow) and the canary guard: pure functions and records.
+"""Routes in force (canary share, shadow) and the per-route outcome windows the canary guard judges
+(:mod:`ctloop.decisions.canary`).
 
 The routes live in ``CTLOOP_HOME/serving/routes.json`` so they change at run time without a restart
 (``ctloop routes`` or ``PUT /routes``) and every server process reading the same home agrees; the defaults
@@ -17,8 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ctloop.core.errors import shown
+
 if TYPE_CHECKING:
-    from ctloop.params import CanaryGuardSpec, ServingSpec
+    from ctloop.core.params import ServingSpec
 
 Alias = Literal["challenger", "candidate"]
 ALIASES: tuple[str, ...] = ("challenger", "candidate")
@@ -46,16 +49,16 @@ class Routes:
         """A checked copy with ``changes`` applied (ValueError naming the field otherwise)."""
         unknown = set(changes) - {"canary_fraction", "canary_alias", "shadow", "shadow_alias"}
         if unknown:
-            raise ValueError(f"unknown route setting {sorted(unknown)[0]!r} (known: canary_fraction, "
+            raise ValueError(f"unknown route setting {shown(sorted(unknown)[0])} (known: canary_fraction, "
                              "canary_alias, shadow, shadow_alias)")
         fraction = changes.get("canary_fraction", self.canary_fraction)
         if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 <= fraction <= 1:
-            raise ValueError(f"canary_fraction: expected a number in [0, 1], got {fraction!r}")
+            raise ValueError(f"canary_fraction: expected a number in [0, 1], got {shown(fraction)}")
         for name in ("canary_alias", "shadow_alias"):
             if changes.get(name, getattr(self, name)) not in ALIASES:
-                raise ValueError(f"{name}: expected one of {', '.join(ALIASES)}, got {changes[name]!r}")
+                raise ValueError(f"{name}: expected one of {', '.join(ALIASES)}, got {shown(changes[name])}")
         if not isinstance(changes.get("shadow", self.shadow), bool):
-            raise ValueError(f"shadow: expected true or false, got {changes['shadow']!r}")
+            raise ValueError(f"shadow: expected true or false, got {shown(changes['shadow'])}")
         stopped = None if "canary_fraction" in changes or "canary_alias" in changes else self.stopped
         return replace(self, **{**changes, "canary_fraction": float(fraction)}, stopped=stopped,
                        updated_at=datetime.now(UTC).isoformat(timespec="seconds"), updated_by=by)
@@ -114,32 +117,3 @@ class RouteStats:
         latencies = sorted(lat for _, lat in self.outcomes)
         return {"requests": n, "error_rate": sum(f for f, _ in self.outcomes) / n,
                 "p99_ms": latencies[min(n - 1, int(0.99 * n))]}
-
-
-@dataclass(frozen=True)
-class GuardDecision:
-    stop: bool
-    reasons: tuple[str, ...]
-    champion: dict[str, Any]
-    canary: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"stop": self.stop, "reasons": list(self.reasons), "champion": self.champion, "canary": self.canary}
-
-
-def judge_canary(champion: dict[str, Any], canary: dict[str, Any], policy: CanaryGuardSpec) -> GuardDecision:
-    """Stop the canary when it fails or slows down more than the champion by the policy's margins."""
-    if canary["requests"] < policy.min_requests:
-        return GuardDecision(False, (f"{canary['requests']} canary requests, {policy.min_requests} needed",),
-                             champion, canary)
-    reasons = []
-    base_errors = champion["error_rate"] or 0.0
-    if canary["error_rate"] - base_errors > policy.max_error_rate_increase:
-        reasons.append(f"canary error rate {canary['error_rate']:.1%} vs champion {base_errors:.1%} "
-                       f"(allowed increase {policy.max_error_rate_increase:.1%})")
-    if champion["p99_ms"] is not None and canary["p99_ms"] is not None:
-        limit = max(champion["p99_ms"] * policy.max_p99_ratio, champion["p99_ms"] + policy.min_p99_increase_ms)
-        if canary["p99_ms"] > limit:
-            reasons.append(f"canary p99 {canary['p99_ms']:.1f} ms vs champion {champion['p99_ms']:.1f} ms "
-                           f"(limit {limit:.1f} ms)")
-    return GuardDecision(bool(reasons), tuple(reasons), champion, canary)

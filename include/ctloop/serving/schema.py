@@ -8,19 +8,43 @@ it); numbers must be JSON numbers (finite), categories strings. Besides the feat
 contract's id column (the sticky key when ``key`` is absent) and its timestamp column (the event time the
 prediction is logged under; the time the server received it otherwise). Anything else is refused: a typo
 in a feature name must not silently become a missing value.
+
+Limits, so one request cannot poison or flood the prediction log: a category value is at most
+``serving.max_text_length`` characters; an event time must lie within the log's timestamp range
+(:data:`TS_MIN` .. :data:`TS_MAX`, inside pandas' own) and is stored in UTC; an input echoed back in a 422
+is cut to a short, depth-bounded representation.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+
+from ctloop.core.errors import shown
 
 if TYPE_CHECKING:
-    from ctloop.params import DatasetSpec
+    from ctloop.core.params import DatasetSpec
 
 MAX_KEY = 200
+# pandas timestamps end at 2262-04-11 and start at 1677-09-21: a logged event time must fit with a margin
+TS_MIN = datetime(1677, 9, 22, tzinfo=UTC)
+TS_MAX = datetime(2262, 4, 10, tzinfo=UTC)
+
+
+def bounded_utc(value: datetime) -> datetime:
+    """The event time in UTC, refused outside [TS_MIN, TS_MAX) (a naive time is taken as UTC)."""
+    try:
+        utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (OverflowError, ValueError) as e:  # 9999-12-31T23:59:59-01:00 is past datetime's own range in UTC
+        raise ValueError(f"cannot be expressed in UTC: {e}") from None
+    if not TS_MIN <= utc < TS_MAX:
+        raise ValueError(f"must be between {TS_MIN.date()} and {TS_MAX.date()} (the prediction log's range)")
+    return utc
+
+
+EventTime = Annotated[datetime, AfterValidator(bounded_utc)]
 
 
 class RequestInvalid(Exception):
@@ -32,20 +56,20 @@ class RequestInvalid(Exception):
 
 
 class RequestSchema:
-    def __init__(self, contract: DatasetSpec, max_records: int) -> None:
+    def __init__(self, contract: DatasetSpec, max_records: int, max_text_length: int = 1_000) -> None:
         self.contract = contract
         self.max_records = max_records
         fields: dict[str, Any] = {
             "request_id": (Annotated[str, Field(min_length=1, max_length=MAX_KEY)] | None, None),
             "key": (Annotated[str, Field(max_length=MAX_KEY)] | None, None),
             contract.id: (Annotated[str, Field(max_length=MAX_KEY)] | int | None, None),
-            contract.timestamp: (datetime | None, None),
+            contract.timestamp: (EventTime | None, None),
         }
         for name in contract.numeric_features:
             number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
             fields[name] = (number | None, ...) if contract.columns[name].nullable else (number, ...)
         for name in contract.categorical_features:
-            text = Annotated[str, Field(strict=True)]
+            text = Annotated[str, Field(strict=True, max_length=max_text_length)]
             fields[name] = (text | None, ...) if contract.columns[name].nullable else (text, ...)
         self.record = create_model("PredictionRecord", __config__=ConfigDict(extra="forbid"), **fields)
         batch = create_model("PredictionBatch", __config__=ConfigDict(extra="forbid"),
@@ -100,5 +124,10 @@ def check_signature(signature_inputs: list[tuple[str, str]], contract: DatasetSp
 
 
 def _short(value: Any) -> Any:
-    text = repr(value)
-    return value if len(text) <= 80 else text[:77] + "..."
+    """The input as echoed in a 422: itself when short and flat, else a bounded representation (never the
+    whole of a 20 MB value, never a recursion through a 1,000-deep structure)."""
+    if isinstance(value, (int, float, bool)) or value is None:
+        return value
+    if isinstance(value, str) and len(value) <= 80:
+        return value
+    return shown(value)

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from ctloop.params import DatasetSpec
+    from ctloop.core.params import DatasetSpec
 
 QUANTILES = [i / 20 for i in range(21)]
 

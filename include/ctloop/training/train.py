@@ -12,15 +12,15 @@ from importlib.metadata import version as pkg_version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ctloop.estimators.pipeline import build_pipeline
 from ctloop.registry.mlflow_registry import CHALLENGER, TAG, configure_mlflow, ensure_experiment
-from ctloop.training.pipeline import build_pipeline
 from ctloop.training.profile import reference_profile
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ctloop.params import Params
-    from ctloop.settings import Settings
+    from ctloop.core.params import Params
+    from ctloop.core.settings import Settings
 
 # explicit requirements: MLflow's inference costs seconds per log_model call
 PIP_PACKAGES = ("scikit-learn", "pandas", "numpy", "scipy", "skops")

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from great_expectations.data_context import FileDataContext
     from great_expectations.datasource.fluent import PandasDatasource
 
-    from ctloop.settings import Settings
+    from ctloop.core.settings import Settings
 
 DATASOURCE = "ctloop_pandas"
 ASSET = "batch"

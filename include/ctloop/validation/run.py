@@ -13,14 +13,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ctloop.errors import SuiteMissing
+from ctloop.core.errors import SuiteMissing
 from ctloop.validation.suite import INTERVAL_END, INTERVAL_START
 
 if TYPE_CHECKING:
     import pandas as pd
     from great_expectations.data_context import FileDataContext
 
-    from ctloop.params import Params
+    from ctloop.core.params import Params
 
 MAX_EXAMPLES = 10
 

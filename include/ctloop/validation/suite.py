@@ -9,13 +9,13 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from ctloop.params import NUMERIC_TYPES
+from ctloop.core.params import NUMERIC_TYPES
 
 if TYPE_CHECKING:
     import pandas as pd
     from great_expectations.data_context import FileDataContext
 
-    from ctloop.params import Params
+    from ctloop.core.params import Params
 
 # the largest finite float: a contract bound that still rejects ±inf
 FINITE = 1.7976931348623157e308

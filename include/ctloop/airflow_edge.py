@@ -1,0 +1,228 @@
+"""The one library module that imports Airflow (the DAG files, the plugins and ``ctloop`` CLI verbs that
+deliver alerts use it; nothing in the library below the edge does):
+
+* what DAG files need at parse time: schedules, start and end dates, the manual form's defaults and
+  ``default_args`` (light on purpose: no pandas, no GX, DESIGN.md style rule 2);
+* alerts, delivered through Airflow's provider notifiers on one connection, ``alerts.conn_id`` in
+  params.yaml (default ``ctloop_alerts``), read from any Airflow secrets source
+  (``AIRFLOW_CONN_CTLOOP_ALERTS``, the metadata DB, a secrets backend). Its type picks the notifier:
+
+  * ``http``: :class:`~airflow.providers.http.notifications.HttpNotifier` POSTs the alert as JSON to the
+    connection's URL (+ extra ``endpoint``). The body has a ``text`` line too, which is what
+    Slack-compatible webhooks (Mattermost, Rocket.Chat, Teams workflows) display.
+  * ``slackwebhook``: :class:`~airflow.providers.slack.notifications.slack_webhook.SlackWebhookNotifier`.
+  * ``smtp``: :class:`~airflow.providers.smtp.notifications.smtp.SmtpNotifier`, to extra ``to``.
+
+The library writes audit entries and knows which of them page someone (:mod:`ctloop.decisions.alerts`);
+a process subscribes to its own entries here (:func:`route_audit_alerts`): the DAG files and the CLI do.
+``ctloop serve`` never imports Airflow: it hands alert-worthy entries to a ``ctloop alerts send``
+process instead. No such connection: alerts are off. A delivery that fails is retried, then logged; it
+never fails the decision it reports (that is in the audit log already). Every attempt is written to
+``CTLOOP_HOME/alerts/alerts.jsonl`` with its outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseNotifier
+
+from ctloop.core.audit import subscribe
+from ctloop.core.locks import file_lock
+from ctloop.core.metrics import emit_counter
+from ctloop.core.params import get_params, load_params
+from ctloop.core.settings import get_settings
+from ctloop.decisions.alerts import Alert, Delivery, alert_from_audit
+
+if TYPE_CHECKING:
+    from ctloop.core.params import AlertsSpec
+    from ctloop.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def schedule_start() -> datetime:
+    """``schedule.start_date`` from params.yaml."""
+    day = get_params().schedule.start_date
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def schedule_end() -> datetime | None:
+    """``CTLOOP_SCHEDULE_END`` (demo and tests on a simulated calendar), else no end."""
+    day = get_settings().schedule_end
+    return None if day is None else datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def ingest_cron() -> str:
+    return get_params().schedule.ingest
+
+
+def retrain_cron() -> str:
+    return get_params().training.schedule
+
+
+def retrain_defaults() -> dict[str, object]:
+    """Defaults of the manual-trigger form, from params.yaml."""
+    t = get_params().training
+    return {"window_days": t.window_days, "model": t.model}
+
+
+def monitor_cron() -> str:
+    return get_params().monitoring.schedule
+
+
+class TaskFailureNotifier(BaseNotifier):
+    """``on_failure_callback`` of every ctloop task: a task that failed for good (retries spent, or failed
+    without retry) becomes a ``task_failure`` alert through the ``alerts.conn_id`` connection
+    (see the module docstring). A task that will be retried raises no alert."""
+
+    template_fields = ()
+
+    def notify(self, context: Any) -> None:
+        settings = get_settings()
+        try:
+            send(alert_from_task_failure(context), alert_spec(settings), settings)
+        except Exception:  # a callback that raises only adds noise to the task log; say what went wrong
+            log.exception("ctloop alerts: could not send the task_failure alert")
+
+
+def route_alerts_of_task(context: Any) -> None:
+    """``on_execute_callback``: the task process's alert-worthy audit entries go out as alerts."""
+    route_audit_alerts()
+
+
+def task_defaults(**overrides: Any) -> dict[str, Any]:
+    """``default_args`` of every ctloop DAG: the task's audited decisions and its failure raise alerts,
+    plus the DAG's own retry settings."""
+    return {"on_execute_callback": [route_alerts_of_task], "on_failure_callback": [TaskFailureNotifier()],
+            **overrides}
+
+
+def alert_from_task_failure(context: Any) -> Alert:
+    """A ``task_failure`` alert from an Airflow task context (``on_failure_callback``)."""
+    ti = context["ti"]
+    error = context.get("exception")
+    reasons = [f"{type(error).__name__}: {error}"] if error is not None else ["the task failed"]
+    details = {"dag_id": ti.dag_id, "task_id": ti.task_id, "run_id": ti.run_id,
+               "try_number": getattr(ti, "try_number", None), "map_index": getattr(ti, "map_index", -1),
+               "hostname": getattr(ti, "hostname", None), "log_url": getattr(ti, "log_url", None),
+               "data_interval_start": str(context.get("data_interval_start") or "") or None}
+    subject = f"{ti.dag_id}.{ti.task_id}"
+    return Alert("task_failure", "critical", f"task failed: {subject} ({ti.run_id})", subject, reasons, details,
+                 source=f"{ti.dag_id}/{ti.run_id}/{ti.task_id}")
+
+
+# alert delivery -------------------------------------------------------------------------------------------------
+
+def _connection(conn_id: str) -> Any | None:
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        return Connection.get(conn_id)
+    except AirflowNotFoundException:
+        return None
+
+
+def provider_notifier(conn: Any, alert: Alert, spec: AlertsSpec) -> BaseNotifier:
+    """The provider's notifier for the connection's type, carrying this alert."""
+    kind = (conn.conn_type or "").lower()
+    extra = conn.extra_dejson or {}
+    if kind in ("http", "https"):
+        from airflow.providers.http.notifications.http import HttpNotifier
+
+        return HttpNotifier(http_conn_id=conn.conn_id, endpoint=extra.get("endpoint"), json=alert.payload(),
+                            headers={"Content-Type": "application/json"},
+                            extra_options={"timeout": spec.timeout_seconds, "check_response": True})
+    if kind == "slackwebhook":
+        from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
+
+        fields = "\n".join(f"*{k}*: {v}" for k, v in alert.details.items() if v not in (None, "", [], {}))
+        blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": alert.text}}]
+        if fields:
+            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": fields[:2900]}})
+        return SlackWebhookNotifier(slack_webhook_conn_id=conn.conn_id, text=alert.text, blocks=blocks,
+                                    timeout=int(spec.timeout_seconds))
+    if kind in ("smtp", "email"):
+        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+        to = extra.get("to")
+        if not to:
+            raise ValueError(f"connection {conn.conn_id!r} (smtp): extra field 'to' (recipients) is missing")
+        rows = "".join(f"<tr><th align=left>{k}</th><td>{v}</td></tr>" for k, v in alert.details.items())
+        reasons = "".join(f"<li>{r}</li>" for r in alert.reasons)
+        return SmtpNotifier(to=to, smtp_conn_id=conn.conn_id, subject=alert.text[:200],
+                            html_content=f"<p>{alert.title}</p><ul>{reasons}</ul><table>{rows}</table>")
+    raise ValueError(f"connection {conn.conn_id!r}: type {conn.conn_type!r} cannot carry alerts; "
+                     f"use http, slackwebhook or smtp")
+
+
+def _journal(settings: Settings, alert: Alert, delivery: Delivery) -> None:
+    path = settings.home / "alerts" / "alerts.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(path.with_name(".lock")), path.open("a") as fh:
+        fh.write(json.dumps({"alert": alert.payload(), "delivery": delivery.to_dict()}, default=str) + "\n")
+
+
+def send(alert: Alert, spec: AlertsSpec, settings: Settings) -> Delivery:
+    """Deliver one alert through the configured connection; never raises."""
+    if alert.event not in spec.events:
+        return Delivery(alert.event, False, None, 0, "event not in alerts.events")
+    lookup_error: str | None = None
+    try:
+        conn = _connection(spec.conn_id)
+    except Exception as e:  # a secrets backend that is down must not take the decision with it
+        log.error("ctloop alerts: cannot read connection %r: %s", spec.conn_id, e)
+        conn, lookup_error = None, f"connection lookup failed: {e}"
+    if conn is None:
+        delivery = Delivery(alert.event, False, None, 0, lookup_error or f"connection {spec.conn_id!r} not defined")
+        if lookup_error:
+            _journal(settings, alert, delivery)
+        return delivery
+    error: str | None = None
+    attempts = 0
+    for attempts in range(1, spec.attempts + 1):
+        try:
+            provider_notifier(conn, alert, spec).notify({})
+            error = None
+            break
+        except ValueError as e:  # the connection cannot carry alerts: retrying will not help
+            error = str(e)
+            break
+        except Exception as e:
+            error = f"{type(e).__name__}: {e}"
+            if attempts < spec.attempts:
+                time.sleep(spec.retry_delay_seconds)
+    delivery = Delivery(alert.event, error is None, conn.conn_type, attempts, error)
+    if error:
+        log.error("ctloop alerts: %s not delivered through %r after %d attempt(s): %s", alert.event,
+                  spec.conn_id, attempts, error)
+    else:
+        log.info("ctloop alerts: %s sent through %r (%s)", alert.event, spec.conn_id, conn.conn_type)
+    _journal(settings, alert, delivery)
+    emit_counter("alerts", {"event": alert.event, "delivered": str(delivery.delivered).lower()})
+    return delivery
+
+
+def alert_spec(settings: Settings) -> AlertsSpec:
+    return load_params(settings.params).alerts
+
+
+def alert_on_audit(entry: dict[str, Any], settings: Settings) -> Delivery | None:
+    """Called for every new audit entry; sends the alert it raises, if any. Never raises."""
+    try:
+        alert = alert_from_audit(entry)
+        return None if alert is None else send(alert, alert_spec(settings), settings)
+    except Exception:
+        log.exception("ctloop alerts: could not alert on audit entry #%s", entry.get("seq"))
+        return None
+
+
+def route_audit_alerts() -> None:
+    """From now on, every alert-worthy audit entry this process writes goes out through the alerts
+    connection (idempotent: a process subscribes once)."""
+    subscribe(alert_on_audit)

@@ -1,0 +1,63 @@
+"""The ``ctloop`` Typer app, its verb groups and what every verb shares: ``--json`` output, the runtime
+(settings, params, lake) and the exit codes.
+
+Exit codes (DESIGN.md): 0 ok; 1 the check ran and failed; 2 bad input or usage, with one line naming the
+file, the column and what was expected. Every reporting verb takes ``--json`` (one object on stdout).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from ctloop.core.params import Params
+    from ctloop.core.settings import Settings
+    from ctloop.data.store import Lake
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="ctloop: continuous training and evaluation on Airflow, MLflow, GX, Evidently and DVC.")
+simulate_app = typer.Typer(no_args_is_help=True, help="Deterministic simulated data.")
+suite_app = typer.Typer(no_args_is_help=True, help="Great Expectations suites.")
+airflow_app = typer.Typer(no_args_is_help=True, help="The local Airflow (embedded default).")
+audit_app = typer.Typer(no_args_is_help=True, help="The hash-chained audit log of every decision.")
+golden_app = typer.Typer(no_args_is_help=True, help="The golden set: reviewed cases every challenger must get right.")
+alerts_app = typer.Typer(no_args_is_help=True, help="Alerts on the alerts connection.")
+app.add_typer(audit_app, name="audit")
+app.add_typer(golden_app, name="golden")
+app.add_typer(simulate_app, name="simulate")
+app.add_typer(suite_app, name="suite")
+app.add_typer(airflow_app, name="airflow")
+app.add_typer(alerts_app, name="alerts")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")]
+
+
+def emit(obj: dict[str, Any], as_json: bool, text: str) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(obj, default=str) + "\n")
+    else:
+        typer.echo(text)
+
+
+def runtime() -> tuple[Settings, Params, Lake]:
+    from ctloop.core.params import load_params
+    from ctloop.core.settings import get_settings
+    from ctloop.data.store import Lake
+
+    settings = get_settings()
+    return settings, load_params(settings.params), Lake(settings.lake_root)
+
+
+def alert_in_process(entry: dict[str, Any], settings: Any) -> None:
+    """Alert-worthy decisions of a CLI verb go out through the alerts connection; Airflow (the notifiers)
+    is imported only when one happens."""
+    from ctloop.decisions.alerts import alert_from_audit
+
+    if alert_from_audit(entry) is not None:
+        from ctloop.airflow_edge import alert_on_audit
+
+        alert_on_audit(entry, settings)

@@ -1,0 +1,362 @@
+"""``params.yaml``: the dataset contract and every policy, read the same way by DAGs, the CLI and DVC stages.
+
+A bad file fails with one :class:`~ctloop.core.errors.ConfigError` naming the key (``dataset.columns.x.type``).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Literal, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ctloop.core.errors import ConfigError
+
+ColumnType = Literal["string", "timestamp", "categorical", "integer", "float", "boolean"]
+NUMERIC_TYPES: frozenset[str] = frozenset({"integer", "float"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnSpec(_Strict):
+    type: ColumnType
+    min: float | None = None
+    max: float | None = None
+    nullable: bool = True
+
+
+class DatasetSpec(_Strict):
+    name: str
+    id: str
+    timestamp: str
+    target: str
+    classes: list[int] = Field(default_factory=lambda: [0, 1], min_length=2)
+    columns: dict[str, ColumnSpec]
+    slices: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _roles_are_columns(self) -> DatasetSpec:
+        for role in ("id", "timestamp", "target"):
+            name = getattr(self, role)
+            if name not in self.columns:
+                raise ValueError(f"dataset.{role} names column {name!r}, which is not in dataset.columns")
+        for name in self.slices:
+            if name not in self.columns or self.columns[name].type != "categorical":
+                raise ValueError(f"dataset.slices: {name!r} is not a categorical column of dataset.columns")
+        return self
+
+    @property
+    def features(self) -> list[str]:
+        roles = {self.id, self.timestamp, self.target}
+        return [c for c in self.columns if c not in roles]
+
+    @property
+    def numeric_features(self) -> list[str]:
+        return [c for c in self.features if self.columns[c].type in NUMERIC_TYPES]
+
+    @property
+    def categorical_features(self) -> list[str]:
+        return [c for c in self.features if self.columns[c].type in ("categorical", "string", "boolean")]
+
+
+Scenario = Literal[
+    "stable", "seasonal", "covariate_shift", "concept_shift", "label_shift",
+    "upstream_bug", "new_category", "schema_break",
+]
+
+
+class SourceSpec(_Strict):
+    kind: Literal["simulator", "files"] = "simulator"
+    # simulator
+    scenario: Scenario = "stable"
+    drift_start: date | None = None
+    magnitude: float = Field(default=1.0, ge=0)
+    rows_per_day: int = Field(default=2000, gt=0)
+    seed: int = 7
+    # one-day incidents on top of the scenario, e.g. {"2026-01-09": "schema_break"}
+    incidents: dict[date, Scenario] = Field(default_factory=dict)
+    # files: a path or glob with {ds} for the partition date, e.g. "data/incoming/dt={ds}/*.parquet"
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _files_need_path(self) -> SourceSpec:
+        if self.kind == "files" and not self.path:
+            raise ValueError("source.path is required when source.kind is 'files'")
+        return self
+
+
+class ValidationSpec(_Strict):
+    suite: str
+    min_rows: int = Field(default=100, ge=1)
+    max_rows: int = Field(default=1_000_000, ge=1)
+    null_tolerance: float = Field(default=0.02, ge=0, le=1)
+    unseen_category_tolerance: float = Field(default=0.02, ge=0, le=1)
+    numeric_margin: float = Field(default=0.25, ge=0)
+
+
+class ScheduleSpec(_Strict):
+    start_date: date = date(2026, 1, 1)
+    ingest: str = "0 0 * * *"
+
+
+ModelName = Literal["logistic_regression", "hist_gradient_boosting"]
+
+
+class TrainingSpec(_Strict):
+    experiment: str = "ctloop"
+    registered_model: str
+    model: ModelName = "logistic_regression"
+    window_days: int = Field(default=14, ge=2)
+    test_days: int = Field(default=2, ge=1)
+    min_rows: int = Field(default=2000, ge=10)
+    seed: int = 42
+    models: dict[ModelName, dict[str, float | int | str]] = Field(default_factory=dict)
+    suite: str = "training_set"
+    class_share: tuple[float, float] = (0.05, 0.95)
+    schedule: str = "0 3 * * 1"
+
+    @model_validator(mode="after")
+    def _window_holds_test(self) -> TrainingSpec:
+        if self.test_days >= self.window_days:
+            raise ValueError("training.test_days must be smaller than training.window_days")
+        return self
+
+
+class MetricPolicy(_Strict):
+    greater_is_better: bool
+    threshold: float | None = None
+    min_absolute_change: float | None = None
+    min_relative_change: float | None = None
+    tolerance: float = Field(default=0.0, ge=0)
+
+
+class SlicePolicy(_Strict):
+    metric: str = "roc_auc"
+    floor: float | None = None
+    max_regression: float | None = Field(default=None, ge=0)
+    min_rows: int = Field(default=100, ge=1)
+
+
+class GateSpec(_Strict):
+    metrics: dict[str, MetricPolicy]
+    within_tolerance: Literal["promote", "reject"] = "promote"
+    slices: SlicePolicy = SlicePolicy()
+
+
+class ColumnDriftRule(_Strict):
+    method: str | None = None
+    threshold: float | None = None
+
+
+class MonitoringSpec(_Strict):
+    schedule: str = "0 0 * * *"
+    experiment: str = "ctloop-monitoring"
+    min_rows: int = Field(default=500, ge=1)
+    sample_rows: int = Field(default=20_000, ge=1000)
+    drift_share: float = Field(default=0.5, gt=0, le=1)
+    max_unseen_share: float = Field(default=0.05, ge=0, le=1)
+    max_label_shift: float = Field(default=0.1, ge=0, le=1)
+    prediction_drift: bool = True
+    per_column: dict[str, ColumnDriftRule] = Field(default_factory=dict)
+    quality_metric: Literal["roc_auc", "f1_score", "accuracy_score"] = "roc_auc"
+    max_quality_drop: float = Field(default=0.05, ge=0)
+    min_labeled_rows: int = Field(default=300, ge=1)
+    cooldown_hours: float = Field(default=48, ge=0)
+    min_drift_days: int = Field(default=3, ge=1)
+
+
+SuiteName = Literal["golden", "behavioural", "adversarial", "budgets", "shadow"]
+SUITES: tuple[str, ...] = ("golden", "behavioural", "adversarial", "budgets", "shadow")
+Scalar = float | int | str | None
+
+
+def _all_suites() -> list[SuiteName]:
+    return ["golden", "behavioural", "adversarial", "budgets", "shadow"]
+
+
+class GoldenSpec(_Strict):
+    path: str = "great_expectations/golden/cases.jsonl"  # relative to the project directory
+    min_pass_rate: float = Field(default=0.95, ge=0, le=1)
+    allowed_flips: list[str] = Field(default_factory=list)  # case ids the challenger may get wrong
+
+
+class InvarianceCheck(_Strict):
+    column: str
+    values: list[Scalar] = Field(min_length=1)
+    max_score_change: float = Field(default=0.05, ge=0)
+    max_flip_share: float = Field(default=0.01, ge=0, le=1)  # share of rows whose decision may change
+
+
+class DirectionalCheck(_Strict):
+    column: str
+    change: float
+    expect: Literal["increase", "decrease"]
+    tolerance: float = Field(default=0.01, ge=0)  # no row may move the other way by more
+    min_effect: float = Field(default=0.005, ge=0)  # the mean move in the expected direction
+
+
+class MinimumCase(_Strict):
+    name: str
+    features: dict[str, Scalar]
+    expect: int
+
+
+class BehaviouralSpec(_Strict):
+    sample_rows: int = Field(default=500, ge=10)
+    invariance: list[InvarianceCheck] = Field(default_factory=list)
+    directional: list[DirectionalCheck] = Field(default_factory=list)
+    minimum_functionality: list[MinimumCase] = Field(default_factory=list)
+
+
+class AdversarialSpec(_Strict):
+    batch_rows: int = Field(default=100_000, ge=1)
+    long_text: int = Field(default=10_000, ge=1)
+
+
+class BudgetSpec(_Strict):
+    p99_latency_ms: float = Field(default=50, gt=0)
+    latency_samples: int = Field(default=200, ge=10)
+    min_rows_per_second: float = Field(default=20_000, gt=0)
+    max_model_mb: float = Field(default=50, gt=0)
+    max_brier_regression: float = Field(default=0.01, ge=0)
+    max_ece_regression: float = Field(default=0.02, ge=0)
+
+
+class ShadowSpec(_Strict):
+    hours: int = Field(default=24, ge=1)
+    min_rows: int = Field(default=200, ge=1)
+    min_agreement: float = Field(default=0.9, ge=0, le=1)
+    max_mean_score_shift: float = Field(default=0.1, ge=0)
+    quality_tolerance: float = Field(default=0.01, ge=0)  # labeled replay: challenger may trail by this
+
+
+class EvaluationSpec(_Strict):
+    suites: list[SuiteName] = Field(default_factory=_all_suites)
+    threshold: float = Field(default=0.5, gt=0, lt=1)  # score at which the decision is "escalate"
+    golden: GoldenSpec = GoldenSpec()
+    behavioural: BehaviouralSpec = BehaviouralSpec()
+    adversarial: AdversarialSpec = AdversarialSpec()
+    budgets: BudgetSpec = BudgetSpec()
+    shadow: ShadowSpec = ShadowSpec()
+
+
+class RollbackPolicy(_Strict):
+    """Automatic rollback while a new champion bakes: its labeled quality against what ``previous`` had."""
+
+    enabled: bool = True
+    bake_days: int = Field(default=3, ge=0)  # monitoring windows after a promotion that are judged
+    max_quality_drop: float = Field(default=0.05, ge=0)
+    comparable_windows: int = Field(default=7, ge=1)  # the previous champion's last labeled windows
+    min_labeled_rows: int = Field(default=300, ge=1)
+
+
+class PromotionSpec(_Strict):
+    mode: Literal["auto", "manual"] = "auto"
+    rollback: RollbackPolicy = RollbackPolicy()
+
+
+class CanarySpec(_Strict):
+    alias: Literal["challenger", "candidate"] = "challenger"
+    fraction: float = Field(default=0.0, ge=0, le=1)  # share of request keys routed to the alias
+
+
+class ServingShadowSpec(_Strict):
+    enabled: bool = False
+    alias: Literal["challenger", "candidate"] = "challenger"
+
+
+class CanaryGuardSpec(_Strict):
+    """The canary is stopped when, over the last ``window`` requests of each route, its error rate exceeds
+    the champion's by more than ``max_error_rate_increase`` or its p99 latency exceeds both
+    ``max_p99_ratio`` x and ``min_p99_increase_ms`` + the champion's."""
+
+    window: int = Field(default=500, ge=10)
+    min_requests: int = Field(default=100, ge=1)
+    max_error_rate_increase: float = Field(default=0.01, ge=0, le=1)
+    max_p99_ratio: float = Field(default=3.0, ge=1)
+    min_p99_increase_ms: float = Field(default=20.0, ge=0)
+
+
+class BatchingSpec(_Strict):
+    max_batch: int = Field(default=256, ge=1)
+    max_wait_ms: float = Field(default=0.0, ge=0, le=50)  # 0: score whatever is queued, never wait
+
+
+class PredictionLogSpec(_Strict):
+    flush_seconds: float = Field(default=1.0, gt=0)
+    flush_rows: int = Field(default=20_000, ge=1)
+    max_queue_rows: int = Field(default=200_000, ge=1)  # beyond this, rows are dropped and counted
+
+
+class ServingSpec(_Strict):
+    poll_seconds: float = Field(default=5.0, gt=0)  # registry aliases and the routes file
+    compiled: bool = True  # serve linear pipelines through the verified compiled path (ctloop.estimators.compiled)
+    max_records: int = Field(default=10_000, ge=1)  # per request
+    max_body_bytes: int = Field(default=10 * 2**20, ge=1024)  # larger bodies: 413
+    max_text_length: int = Field(default=1_000, ge=1)  # characters of a category value: longer is a 422
+    canary: CanarySpec = CanarySpec()
+    shadow: ServingShadowSpec = ServingShadowSpec()
+    guard: CanaryGuardSpec = CanaryGuardSpec()
+    batching: BatchingSpec = BatchingSpec()
+    log: PredictionLogSpec = PredictionLogSpec()
+
+
+AlertEvent = Literal["task_failure", "quarantine", "gate_rejection", "drift_trigger", "rollback", "canary_stop"]
+
+
+class AlertsSpec(_Strict):
+    """Where alerts go: one Airflow connection (http, slackwebhook or smtp); see ``ctloop.airflow_edge``."""
+
+    conn_id: str = "ctloop_alerts"
+    events: list[AlertEvent] = Field(default_factory=lambda: list(get_args(AlertEvent)))
+    timeout_seconds: float = Field(default=10, gt=0)
+    attempts: int = Field(default=2, ge=1, le=10)
+    retry_delay_seconds: float = Field(default=2, ge=0)
+
+
+class Params(_Strict):
+    dataset: DatasetSpec
+    source: SourceSpec = SourceSpec()
+    validation: ValidationSpec
+    schedule: ScheduleSpec = ScheduleSpec()
+    training: TrainingSpec
+    gate: GateSpec
+    monitoring: MonitoringSpec = MonitoringSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
+    promotion: PromotionSpec = PromotionSpec()
+    serving: ServingSpec = ServingSpec()
+    alerts: AlertsSpec = AlertsSpec()
+
+
+def _format_error(path: Path, err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"].removeprefix("Value error, ")
+    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{path}: {key}: {msg}{more}"
+
+
+def load_params(path: Path) -> Params:
+    """Read and check ``params.yaml``; every problem is a :class:`ConfigError` naming the file and key."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path}: params file not found") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_error(path, e)) from e
+
+
+def get_params() -> Params:
+    from ctloop.core.settings import get_settings
+
+    return load_params(get_settings().params)

@@ -1,0 +1,124 @@
+"""The prediction log and delayed labels: the contract ``ctloop serve`` and ``ctloop simulate traffic`` write
+and ``ctloop_monitor`` reads.
+
+- ``predictions/dt=YYYY-MM-DD/hour=HH/*.parquet``: ``request_id``, ``ts``, ``model_name``, ``model_version``,
+  ``route`` (champion/canary/shadow), every feature as received, ``prediction``, ``score``, ``latency_ms``.
+- ``labels/dt=YYYY-MM-DD/*.parquet`` (``dt`` = the day the labels arrived): ``request_id``, ``label``,
+  ``labeled_at``.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ctloop.core.errors import DataUnreadable, SchemaError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ctloop.core.params import DatasetSpec
+    from ctloop.data.store import Lake
+
+LOG_COLUMNS = ("request_id", "ts", "model_name", "model_version", "route")
+OUTCOME_COLUMNS = ("prediction", "score", "latency_ms")
+LABEL_COLUMNS = ("request_id", "label", "labeled_at")
+
+
+def expected_log_columns(contract: DatasetSpec) -> list[str]:
+    return [*LOG_COLUMNS, *contract.features, *OUTCOME_COLUMNS]
+
+
+def write_predictions(lake: Lake, frame: pd.DataFrame, name: str) -> list[Path]:
+    """Write one file per hour partition under ``predictions/dt=…/hour=…/<name>.parquet`` (a re-run with the
+    same name replaces its files: no duplicates). All or nothing: every file is written aside first and
+    renamed into place only when all are, so a failed write (a full disk) leaves nothing behind."""
+    ts = frame["ts"]
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for (day, hour), part in frame.groupby([ts.dt.date, ts.dt.hour], sort=True):
+            target = lake.partition("predictions", day) / f"hour={hour:02d}" / f"{name}.parquet"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(".parquet.tmp")
+            staged.append((tmp, target))
+            part.to_parquet(tmp, index=False)
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    for tmp, target in staged:
+        tmp.replace(target)
+    return [target for _, target in staged]
+
+
+def write_dead_letters(lake: Lake, rows: list[dict[str, Any]], reason: str, name: str) -> Path:
+    """Rows the prediction log could not store, kept as JSON lines with the reason, under
+    ``dead_letter/predictions/`` (never read by the monitor; for a person to look at)."""
+    import json
+
+    target = lake.root / "dead_letter" / "predictions" / f"{name}.jsonl"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("a") as fh:
+        for row in rows:
+            fh.write(json.dumps({"reason": reason, "row": row}, default=str) + "\n")
+    return target
+
+
+def write_labels(lake: Lake, labels: pd.DataFrame, name: str) -> list[Path]:
+    written = []
+    for day, part in labels.groupby(labels["labeled_at"].dt.date, sort=True):
+        target = lake.partition("labels", day) / f"{name}.parquet"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        part.to_parquet(target, index=False)
+        written.append(target)
+    return written
+
+
+def prediction_files(lake: Lake, day: date) -> list[Path]:
+    part = lake.partition("predictions", day)
+    return sorted(part.glob("hour=*/*.parquet")) if part.exists() else []
+
+
+def log_rows(files: list[Path], contract: DatasetSpec) -> int:
+    """Rows in prediction-log files, from their Parquet footers; a corrupt or schema-changed file fails
+    naming the file (and the missing column)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    expected = expected_log_columns(contract)
+    rows = 0
+    for f in files:
+        try:
+            meta = pq.ParquetFile(f)
+        except (pa.ArrowException, OSError) as e:
+            raise DataUnreadable(f"{f}: unreadable prediction log partition: {e}") from e
+        missing = [c for c in expected if c not in meta.schema_arrow.names]
+        if missing:
+            raise SchemaError(f"{f}: prediction log partition lacks column {missing[0]!r} "
+                              f"(expected {', '.join(expected)})")
+        rows += meta.metadata.num_rows
+    return rows
+
+
+def read_predictions(lake: Lake, day: date, contract: DatasetSpec) -> pd.DataFrame:
+    """The day's logged predictions (checked by :func:`log_rows` first)."""
+    import pandas as pd
+
+    files = prediction_files(lake, day)
+    log_rows(files, contract)
+    expected = expected_log_columns(contract)
+    frames = [pd.read_parquet(f, columns=expected) for f in files]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=expected)
+
+
+def labels_arrived(lake: Lake, until: date) -> pd.DataFrame:
+    """Every label that arrived on or before ``until``."""
+    import pandas as pd
+
+    base = lake.root / "labels"
+    files = sorted(p for d in (base.iterdir() if base.exists() else []) if d.name.startswith("dt=")
+                   and date.fromisoformat(d.name[3:]) <= until for p in d.glob("*.parquet"))
+    if not files:
+        return pd.DataFrame(columns=list(LABEL_COLUMNS))
+    return pd.concat([pd.read_parquet(f, columns=list(LABEL_COLUMNS)) for f in files], ignore_index=True)

@@ -1,0 +1,334 @@
+"""``make demo``: the main job on the embedded default, through the real Airflow scheduler.
+
+The demo runs on a simulated calendar: its params are ``params.yaml`` plus the overrides printed at the
+start (the simulated incidents), and time-based schedules end on the last simulated day (``CTLOOP_SCHEDULE_END``) so
+the real clock adds no runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from ctloop.core.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    import httpx
+
+DEMO_START = date(2026, 1, 5)
+# one-day incidents the validation must catch (day offset -> simulator incident)
+DEMO_INCIDENTS = {5: "upstream_bug", 9: "schema_break"}
+
+
+def demo_params(settings: Settings, overrides: dict[str, Any]) -> Path:
+    """Write params.yaml with the demo's overrides under CTLOOP_HOME and return its path."""
+    base = yaml.safe_load(settings.params.read_text())
+    for section, values in overrides.items():
+        base.setdefault(section, {}).update(values)
+    out = settings.home / "demo" / "params.yaml"  # inside the demo's own home
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(base, sort_keys=False))
+    return out
+
+
+@dataclass(frozen=True)
+class DayRow:
+    day: date
+    rows: int
+    validation: str
+    location: str
+    reason: str
+
+
+def short_failure(f: dict[str, Any]) -> str:
+    what = f["expectation"].removeprefix("expect_").replace("column_values_to_", "").replace("table_", "")
+    how = f" {f['unexpected_percent']:.0f}% off" if f.get("unexpected_percent") else ""
+    return f"{f.get('column') or 'table'}: {what}{how}"
+
+
+def summarise_days(lake_root: Path, days: list[date]) -> list[DayRow]:
+    """Read back what the DAG runs left in the lake, one row per day."""
+    rows = []
+    for d in days:
+        curated = lake_root / "curated" / f"dt={d}"
+        quarantine = lake_root / "quarantine" / f"dt={d}"
+        if (curated / "_manifest.json").exists():
+            m = json.loads((curated / "_manifest.json").read_text())
+            rows.append(DayRow(d, int(m["rows"]), "passed", str(curated.relative_to(lake_root)), ""))
+        elif quarantine.exists():
+            results = sorted(quarantine.glob("*/validation.json"))
+            v = json.loads(results[-1].read_text()) if results else {}
+            failed = v.get("failed_expectations", [])
+            reason = v.get("error") or "; ".join(short_failure(f) for f in failed[:3])
+            rows.append(DayRow(d, int(v.get("row_count", 0)), "FAILED", str(quarantine.relative_to(lake_root)), reason))
+        else:
+            rows.append(DayRow(d, 0, "missing", "-", "no partition written"))
+    return rows
+
+
+def _print_days(console: Console, title: str, summary: list[DayRow], states: dict[str, str]) -> None:
+    table = Table(title=title)
+    for col in ("date", "rows", "validation", "where the data went", "DAG run", "why"):
+        table.add_column(col)
+    for row in summary:
+        table.add_row(row.day.isoformat(), str(row.rows), row.validation, row.location,
+                      states.get(row.day.isoformat(), "?"), row.reason)
+    console.print(table)
+
+
+def _backfill(airflow: Any, console: Console, settings: Settings, days: list[date], title: str) -> list[DayRow]:
+    console.print(f"backfilling ctloop_ingest {days[0]} .. {days[-1]} through the scheduler ...")
+    airflow.wait_for_backfill(airflow.backfill("ctloop_ingest", days[0].isoformat(), days[-1].isoformat()))
+    states = {r["logical_date"][:10]: r["state"] for r in airflow.dag_runs("ctloop_ingest")
+              if r["dag_run_id"].startswith("backfill")}
+    summary = summarise_days(settings.lake_root, days)
+    _print_days(console, title, summary, states)
+    return summary
+
+
+def _retrain(airflow: Any, console: Console, settings: Settings, reason: str) -> dict[str, Any]:
+    """Trigger ctloop_retrain through the REST API (as the UI form does) and report the gate's decision."""
+    from ctloop.core.params import load_params
+    from ctloop.registry.mlflow_registry import configure_mlflow
+
+    console.print(f"triggering ctloop_retrain (reason: {reason!r}) ...")
+    run_id = airflow.trigger("ctloop_retrain", conf={"reason": reason})
+    done = airflow.wait_for_runs("ctloop_retrain", 1, timeout=900, run_filter=run_id)
+    tasks = {t["task_id"]: t["state"] for t in airflow.task_instances("ctloop_retrain", run_id)}
+    client = configure_mlflow(settings)
+    name = load_params(settings.params).training.registered_model
+    versions = client.search_model_versions(f"name = '{name}'")
+    mine = [v for v in versions if v.tags.get("ctloop.airflow.run_id") == run_id]
+    result: dict[str, Any] = {"run_id": run_id, "state": done[0]["state"], "tasks": tasks}
+    if mine:
+        v = mine[0]
+        decision = json.loads(v.tags.get("ctloop.gate_decision", "{}"))
+        result |= {"version": v.version, "run": v.run_id, "decision": decision}
+        verdict = "[green]PROMOTE[/green]" if decision.get("passed") else "[red]REJECT[/red]"
+        console.print(f"gate on v{v.version} (vs champion {('v' + decision['champion']) if decision.get('champion') else 'none: floors only'}): {verdict}")
+        for reason_line in decision.get("reasons", []):
+            console.print(f"   - {reason_line}")
+        console.print(f"   promote task: {tasks.get('promote')}")
+    else:
+        console.print(f"[red]ctloop_retrain run {run_id} ended {done[0]['state']}: {tasks}[/red]")
+    return result
+
+
+def _wait_for_drift_retrain(airflow: Any, known: set[str], timeout: float = 900) -> dict[str, Any] | None:
+    """After a drift event, wait for the asset-triggered ctloop_retrain run to appear and finish."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        new = [r for r in airflow.dag_runs("ctloop_retrain") if r["dag_run_id"] not in known]
+        if new and all(r["state"] in ("success", "failed") for r in new):
+            return dict(new[-1])
+        time.sleep(1)
+    return None
+
+
+@contextlib.contextmanager
+def _serving(console: Console, settings: Settings) -> Iterator[httpx.Client]:
+    """``ctloop serve`` for the production days, stopped with SIGTERM (it drains and flushes its log)."""
+    from ctloop.dev.client import http_client, wait_ready
+    from ctloop.dev.local_airflow import free_port, telemetry_off_env
+
+    port = free_port()
+    env = {**os.environ, **telemetry_off_env(), "CTLOOP_HOME": str(settings.home),
+           "CTLOOP_PARAMS": str(settings.params)}
+    log_path = settings.home / "serve.log"
+    with log_path.open("w") as out:
+        proc = subprocess.Popen([str(Path(sys.executable).with_name("ctloop")), "serve", "--port", str(port)],
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            with http_client(f"http://127.0.0.1:{port}", None) as client:
+                ready = wait_ready(client, timeout=120)
+                console.print(f"ctloop serve on {client.base_url} (champion v{ready['champion']}; log {log_path}); "
+                              "production traffic goes through it over HTTP")
+                yield client
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+    flushed = [line for line in log_path.read_text().splitlines() if "prediction log flushed" in line]
+    console.print(f"ctloop serve stopped (SIGTERM): {flushed[-1].split(': ', 1)[-1] if flushed else 'no flush line'}")
+
+
+def _production(airflow: Any, console: Console, settings: Settings, days: list[date], scenario: str,
+                drift_start: date) -> list[dict[str, Any]]:
+    """Each day: the day's requests through ``ctloop serve`` (scored by the champion of that day), then
+    that day's monitor run through the scheduler; a drift event schedules ctloop_retrain, and the next
+    day's traffic waits until the server has hot-swapped to whatever champion the registry holds."""
+    from ctloop.core.params import load_params
+    from ctloop.data.store import Lake
+    from ctloop.dev.client import send_traffic, wait_ready
+    from ctloop.dev.traffic import TrafficSpec
+    from ctloop.registry.mlflow_registry import CHAMPION, alias_version, configure_mlflow
+
+    params = load_params(settings.params)
+    lake = Lake(settings.lake_root)
+    client = configure_mlflow(settings)
+    name = params.training.registered_model
+    rows = []
+    with _serving(console, settings) as server:
+        for day in days:
+            wait_ready(server, timeout=120, champion=alias_version(client, name, CHAMPION))
+            sent = send_traffic(server, TrafficSpec(day, 1, scenario, drift_start, rows_per_day=params.source.rows_per_day,
+                                                    label_delay_days=2, label_fraction=0.5), params, lake)[0]
+            known = {r["dag_run_id"] for r in airflow.dag_runs("ctloop_retrain")}
+            airflow.wait_for_backfill(airflow.backfill("ctloop_monitor", day.isoformat(), day.isoformat(), 1))
+            summary = json.loads((lake.root / "reports" / "monitor" / f"dt={day}" / "summary.json").read_text())
+            decision = summary["decision"]
+            row = {"date": day.isoformat(), "rows": summary["rows"], "served": sent["served"],
+                   "drift_share": summary["drift_share"],
+                   "drifted": ", ".join(summary["drifted_columns"] or []), "champion": summary["champion"],
+                   "quality": summary["quality"], "quality_window": summary["quality_window"],
+                   "status": decision["status"], "retrain": ""}
+            if decision["trigger"]:
+                run = _wait_for_drift_retrain(airflow, known)
+                champion = client.get_model_version_by_alias(name, "champion").version
+                row["retrain"] = (f"drift -> retrain {run['state'] if run else 'not finished'}; champion v{champion}: "
+                                  f"{'; '.join(decision['reasons'])[:120]}")
+            rows.append(row)
+            console.print(f"  {day}: {decision['status']:<17} drift share {_pct(summary['drift_share'])}  "
+                          f"champion v{summary['champion']}  labeled quality {_num(summary['quality'])}"
+                          + (f"  -> {row['retrain']}" if row["retrain"] else ""))
+    return rows
+
+
+def _lineage_and_audit(console: Console, settings: Settings, demo_home: Path, params_path: Path) -> None:
+    from collections import Counter
+
+    from ctloop.core.audit import audit_log
+    from ctloop.core.params import load_params
+    from ctloop.data.store import Lake
+    from ctloop.flows.lineage import resolve_lineage
+    from ctloop.registry.mlflow_registry import CHAMPION, alias_version, configure_mlflow
+
+    params = load_params(settings.params)
+    console.rule("lineage and audit")
+    version = alias_version(configure_mlflow(settings), params.training.registered_model, CHAMPION)
+    if version is not None:
+        chain = resolve_lineage(settings, params, Lake(settings.lake_root), version)
+        raws = sum(len(p["raw_files"]) for p in chain.partitions)
+        state = "every link intact" if chain.complete else "; ".join(chain.problems)
+        console.print(f"champion v{version} <- run {chain.run_id[:12]} <- training set {chain.training_set['window']} "
+                      f"(DVC {chain.training_set['dvc_md5']}) <- {len(chain.partitions)} curated partitions <- "
+                      f"{raws} raw batches: {state}")
+    log = audit_log(settings)
+    check = log.verify()
+    kinds = Counter(f"{e['kind']} {e['outcome']}" for e in log.entries())
+    console.print(f"audit log {log.path}: {check.entries} decisions, chain {'intact' if check.ok else 'BROKEN'}")
+    console.print("  " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
+    env = f"CTLOOP_HOME={demo_home} CTLOOP_PARAMS={params_path}"
+    console.print(f"try: {env} .venv/bin/ctloop lineage {version}   |   ... ctloop reproduce {version}   |   "
+                  f"... ctloop audit show;  make repro (DVC pipeline on this lake)")
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0%}"
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def run_demo(days: int = 14, extra_days: int = 7, scenario: str = "covariate_shift", production_days: int = 14,
+             drift_day: int = 7, console: Console | None = None) -> dict[str, Any]:
+    from ctloop.dev.local_airflow import LocalAirflow, free_port
+    from ctloop.dev.stores import init_stores
+
+    console = console or Console(width=None if Console().is_terminal else 150)
+    started = time.monotonic()
+    base = get_settings()
+    # the demo lives in its own home under CTLOOP_HOME and starts from scratch each time
+    demo_home = base.home / "demo"
+    if demo_home.exists():
+        from ctloop.dev.local_airflow import LocalAirflow as _Airflow
+
+        _Airflow.from_settings(Settings(home=demo_home, project_dir=base.project_dir)).stop_detached()
+        shutil.rmtree(demo_home)
+    calendar = [DEMO_START + timedelta(days=i) for i in range(days + extra_days + production_days)]
+    production = calendar[days + extra_days:]
+    drift_start = production[min(drift_day, len(production) - 1)] if production else calendar[-1]
+    incidents = {calendar[i].isoformat(): kind for i, kind in DEMO_INCIDENTS.items() if i < len(calendar)}
+    # the world the data comes from: the scenario starts on production day `drift_day`
+    params_path = demo_params(base, {"source": {"incidents": incidents, "scenario": scenario,
+                                                            "drift_start": drift_start.isoformat()}})
+    settings = Settings(home=demo_home, params=params_path, project_dir=base.project_dir, gx_dir=base.gx_dir,
+                        lake=None, mlflow_tracking_uri=None, mlflow_artifact_root=None, schedule_end=calendar[-1])
+
+    console.rule("[bold]ctloop demo")
+    console.print(f"CTLOOP_HOME  {settings.home}")
+    console.print(f"params       {params_path} (params.yaml + simulated incidents {incidents})")
+    for line in init_stores(settings):
+        console.print(line)
+
+    airflow = LocalAirflow.from_settings(settings, port=free_port())
+    console.print(f"starting Airflow (LocalExecutor, parallelism 4) on {airflow.base_url} ...")
+    report: dict[str, Any] = {}
+    with airflow:
+        airflow.wait_for_dags(["ctloop_ingest", "ctloop_retrain", "ctloop_monitor"])
+        for dag_id in ("ctloop_ingest", "ctloop_retrain", "ctloop_monitor"):
+            airflow.unpause(dag_id)
+        report["first_days"] = _backfill(airflow, console, settings, calendar[:days],
+                                         f"ctloop_ingest: {days} days backfilled through the Airflow scheduler")
+        report["first_retrain"] = _retrain(airflow, console, settings, "demo: first model")
+        if extra_days:
+            report["more_days"] = _backfill(airflow, console, settings, calendar[days:days + extra_days],
+                                            f"ctloop_ingest: {extra_days} more days")
+            report["second_retrain"] = _retrain(airflow, console, settings, f"demo: {extra_days} new days of data")
+        if production:
+            console.rule(f"production: {len(production)} days of traffic, scenario {scenario} from {drift_start}")
+            _backfill(airflow, console, settings, production, "ctloop_ingest: the production days' labeled data")
+            report["production"] = _production(airflow, console, settings, production, scenario, drift_start)
+            table = Table(title=f"ctloop_monitor: one window per day (scenario {scenario} from {drift_start})")
+            for col in ("date", "rows", "drift share", "drifted columns", "champion", "labeled quality",
+                        "decision", "retrain"):
+                table.add_column(col)
+            for r in report["production"]:
+                table.add_row(r["date"], str(r["rows"]), _pct(r["drift_share"]), r["drifted"], f"v{r['champion']}",
+                              f"{_num(r['quality'])}" + (f" ({r['quality_window']})" if r["quality_window"] else ""),
+                              r["status"], r["retrain"])
+            console.print(table)
+            console.print(f"Evidently reports: {settings.lake_root / 'reports' / 'monitor'}/dt=*/report.html; "
+                          "headline figures per window in the MLflow experiment 'ctloop-monitoring'")
+
+    from ctloop.core.params import load_params
+    from ctloop.registry.mlflow_registry import configure_mlflow, registry_status
+    from ctloop.validation.context import open_context
+    from ctloop.views import status_table
+
+    console.rule("ctloop status")
+    console.print(status_table(registry_status(configure_mlflow(settings),
+                                               load_params(settings.params).training.registered_model)))
+    _lineage_and_audit(console, settings, demo_home, params_path)
+    open_context(settings).build_data_docs()
+    console.rule("where to look")
+    console.print(f"Great Expectations Data Docs: {settings.data_docs_dir / 'index.html'}")
+    console.print(f"lake: {settings.lake_root}   (raw/ is never modified; quarantine/ keeps each bad batch "
+                  "with its validation.json)")
+    console.print(f"MLflow UI: .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri} "
+                  f"--default-artifact-root {settings.artifact_root} --port 5000   (then http://127.0.0.1:5000)")
+    last = report.get("second_retrain") or report.get("first_retrain") or {}
+    if last.get("run"):
+        from ctloop.registry.mlflow_registry import configure_mlflow
+
+        uri = configure_mlflow(settings).get_run(last["run"]).info.artifact_uri
+        console.print(f"evaluation plots (ROC, PR, calibration, confusion matrix) of v{last['version']}: {uri}")
+    console.print(f"browse this demo in the Airflow UI: CTLOOP_HOME={demo_home} CTLOOP_PARAMS={params_path} make up "
+                  "(then http://127.0.0.1:8080, login printed)")
+    console.print(f"demo finished in {time.monotonic() - started:.0f}s")
+    return report

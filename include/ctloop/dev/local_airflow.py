@@ -1,0 +1,319 @@
+"""The embedded default Airflow: SQLite metadata DB + LocalExecutor, run as Airflow's own processes
+(``api-server``, ``scheduler``, ``dag-processor``, ``triggerer``). Used by ``make demo``, ``make up`` and the
+end-to-end tests; production uses the compose stack instead.
+
+Nothing here schedules work itself: runs are created through Airflow (backfills, the REST API, assets)
+and executed by the real scheduler.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ctloop.core.errors import AirflowRuntimeFailed
+from ctloop.core.settings import Settings, get_settings
+
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+TELEMETRY_OFF = {
+    "DO_NOT_TRACK": "true",
+    "SCARF_ANALYTICS": "false",
+    "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DVC_NO_ANALYTICS": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def telemetry_off_env() -> dict[str, str]:
+    return dict(TELEMETRY_OFF)
+
+
+def worker_hostname() -> str:
+    """Airflow's ``[core] hostname_callable`` for several Celery workers on one machine: the name in
+    ``CTLOOP_WORKER_HOSTNAME`` (recorded on each task instance, so it shows which worker ran what),
+    else the machine's FQDN as Airflow's default does."""
+    return os.environ.get("CTLOOP_WORKER_HOSTNAME") or socket.getfqdn()
+
+
+@dataclass
+class LocalAirflow:
+    settings: Settings
+    port: int
+    log_server_port: int
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, port: int | None = None,
+                      extra_env: dict[str, str] | None = None) -> LocalAirflow:
+        s = settings or get_settings()
+        return cls(s, port or s.airflow_port, free_port(), extra_env=dict(extra_env or {}))
+
+    # environment ----------------------------------------------------------------------------------
+    @property
+    def home(self) -> Path:
+        return self.settings.airflow_home
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def passwords_file(self) -> Path:
+        return self.home / "simple_auth_manager_passwords.json"
+
+    def env(self) -> dict[str, str]:
+        s = self.settings
+        env = dict(os.environ)
+        env.update(telemetry_off_env())
+        env.update({
+            "AIRFLOW_HOME": str(self.home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(s.project_dir / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(s.project_dir / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__BASE_URL": self.base_url,
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.log_server_port),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
+            # quick pick-up of DAG files and runs on one machine
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
+            "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "60",
+            "CTLOOP_HOME": str(s.home),
+            "CTLOOP_PARAMS": str(s.params),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(s.project_dir / "include"), os.environ.get("PYTHONPATH")])),
+            # this interpreter's bin first: `airflow`, `ctloop`, `dvc` by name resolve to the same install
+            # even when the virtualenv is not activated (make runs .venv/bin/python directly)
+            "PATH": os.pathsep.join(filter(None, [str(Path(sys.executable).parent), os.environ.get("PATH")])),
+        })
+        if s.schedule_end is not None:
+            env["CTLOOP_SCHEDULE_END"] = s.schedule_end.isoformat()
+        env.update(self.extra_env)
+        return env
+
+    def airflow_bin(self) -> str:
+        return str(Path(sys.executable).with_name("airflow"))
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([self.airflow_bin(), *args], env=self.env(), capture_output=True, text=True,
+                              timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AirflowRuntimeFailed(f"`airflow {' '.join(args)}` exited {proc.returncode}: {proc.stderr[-2000:]}")
+        return proc
+
+    # set-up ---------------------------------------------------------------------------------------
+    def password(self) -> str:
+        self.home.mkdir(parents=True, exist_ok=True)
+        if not self.passwords_file.exists():
+            self.passwords_file.write_text(json.dumps({"admin": secrets.token_urlsafe(12)}))
+            self.passwords_file.chmod(0o600)
+        return str(json.loads(self.passwords_file.read_text())["admin"])
+
+    def migrate(self) -> None:
+        """``airflow db migrate`` once per Airflow version (it is idempotent but takes seconds)."""
+        from importlib.metadata import version
+
+        # the version from package metadata: importing airflow here would reconfigure this process's logging
+        marker = self.home / f".migrated-{version('apache-airflow')}"
+        self.password()
+        if marker.exists():
+            return
+        self.cli("db", "migrate")
+        marker.touch()
+
+    # processes ------------------------------------------------------------------------------------
+    def start(self, wait: bool = True, detach: bool = False, components: tuple[str, ...] = COMPONENTS) -> None:
+        self.migrate()
+        logs = self.home / "process-logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        env = self.env()
+        for name in components:
+            cmd = [self.airflow_bin(), name] + (["--port", str(self.port)] if name == "api-server" else [])
+            with (logs / f"{name}.log").open("ab") as out:
+                self.processes[name] = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                                        start_new_session=True)
+        if detach:
+            (self.home / "pids.json").write_text(json.dumps({n: p.pid for n, p in self.processes.items()}))
+        if wait:
+            self.wait_healthy()
+
+    def start_celery_worker(self, name: str, concurrency: int = 2) -> subprocess.Popen[bytes]:
+        """One ``airflow celery worker`` (its own process group, log-server port and task-instance hostname,
+        so several run on one machine); needs ``AIRFLOW__CORE__EXECUTOR=CeleryExecutor`` in ``extra_env``."""
+        env = {**self.env(), "CTLOOP_WORKER_HOSTNAME": name,
+               "AIRFLOW__CORE__HOSTNAME_CALLABLE": "ctloop.dev.local_airflow.worker_hostname",
+               "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())}
+        logs = self.home / "process-logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        with (logs / f"celery-{name}.log").open("ab") as out:
+            proc = subprocess.Popen([self.airflow_bin(), "celery", "worker", "--celery-hostname", f"{name}@%h",
+                                     "--concurrency", str(concurrency)], env=env, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes[f"celery-{name}"] = proc
+        return proc
+
+    def wait_healthy(self, timeout: float = 120) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            for name, proc in self.processes.items():
+                if proc.poll() is not None:
+                    raise AirflowRuntimeFailed(
+                        f"airflow {name} exited with {proc.returncode}; see {self.home / 'process-logs' / (name + '.log')}")
+            try:
+                r = httpx.get(f"{self.base_url}/api/v2/monitor/health", timeout=2)
+                last = r.json()
+                if r.status_code == 200 and last.get("scheduler", {}).get("status") == "healthy":
+                    return
+            except (httpx.HTTPError, ValueError) as e:
+                last = e
+            time.sleep(1)
+        raise AirflowRuntimeFailed(f"Airflow at {self.base_url} not healthy after {timeout:.0f}s: {last}")
+
+    def stop(self) -> None:
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for proc in self.processes.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.processes.clear()
+
+    def stop_detached(self) -> int:
+        pids_file = self.home / "pids.json"
+        if not pids_file.exists():
+            return 0
+        stopped = 0
+        for pid in json.loads(pids_file.read_text()).values():
+            try:
+                os.killpg(pid, signal.SIGTERM)
+                stopped += 1
+            except ProcessLookupError:
+                continue
+        pids_file.unlink()
+        return stopped
+
+    def __enter__(self) -> LocalAirflow:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def login_hint(self) -> str:
+        return (f"Airflow UI: {self.base_url}  (login: admin / {self.password()}; "
+                f"password file {self.passwords_file})")
+
+    # REST API -------------------------------------------------------------------------------------
+    def token(self) -> str:
+        import httpx
+
+        r = httpx.post(f"{self.base_url}/auth/token", json={"username": "admin", "password": self.password()},
+                       timeout=10)
+        r.raise_for_status()
+        return str(r.json()["access_token"])
+
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self.token()}"}
+        # 503 is Airflow's "try again" (e.g. SQLite locked by the scheduler while a backfill is created)
+        for attempt in range(12):
+            r = httpx.request(method, f"{self.base_url}/api/v2{path}", headers=headers, timeout=30, **kwargs)
+            if r.status_code != 503:
+                break
+            time.sleep(min(0.5 * 2**attempt, 5))
+        if r.status_code >= 400:
+            raise AirflowRuntimeFailed(f"{method} /api/v2{path} -> {r.status_code}: {r.text[:500]}")
+        return r.json() if r.content else None
+
+    def wait_for_dags(self, dag_ids: list[str], timeout: float = 120) -> None:
+        """Wait until the dag-processor has parsed and stored every DAG (no import errors)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            errors = self.api("GET", "/importErrors").get("import_errors", [])
+            if errors:
+                raise AirflowRuntimeFailed(f"DAG import errors: {errors}")
+            known = {d["dag_id"] for d in self.api("GET", "/dags", params={"limit": 100}).get("dags", [])}
+            if set(dag_ids) <= known:
+                return
+            time.sleep(1)
+        raise AirflowRuntimeFailed(f"DAGs {dag_ids} not parsed within {timeout:.0f}s")
+
+    def unpause(self, dag_id: str) -> None:
+        self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+
+    def pause(self, dag_id: str) -> None:
+        self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
+
+    def backfill(self, dag_id: str, from_date: str, to_date: str, max_active_runs: int = 4) -> int:
+        """Create a backfill (the scheduler runs it). A backfill left unfinished by an earlier, interrupted
+        session is cancelled first: Airflow allows one running backfill per DAG."""
+        for old in self.api("GET", "/backfills", params={"dag_id": dag_id}).get("backfills", []):
+            if not old.get("completed_at"):
+                self.api("PUT", f"/backfills/{old['id']}/cancel")
+        body = {"dag_id": dag_id, "from_date": f"{from_date}T00:00:00Z", "to_date": f"{to_date}T00:00:00Z",
+                "max_active_runs": max_active_runs, "reprocess_behavior": "completed"}
+        return int(self.api("POST", "/backfills", json=body)["id"])
+
+    def wait_for_backfill(self, backfill_id: int, timeout: float = 900) -> dict[str, Any]:
+        """Wait until the scheduler marks the backfill complete (all its runs finished)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = self.api("GET", f"/backfills/{backfill_id}")
+            if info.get("completed_at"):
+                return dict(info)
+            time.sleep(1)
+        raise AirflowRuntimeFailed(f"backfill {backfill_id} not complete within {timeout:.0f}s")
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None, logical_date: str | None = None) -> str:
+        body: dict[str, Any] = {"conf": conf or {}, "logical_date": logical_date}
+        return str(self.api("POST", f"/dags/{dag_id}/dagRuns", json=body)["dag_run_id"])
+
+    def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
+        return list(self.api("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 200, "order_by": "logical_date"})["dag_runs"])
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        return list(self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"])
+
+    def wait_for_runs(self, dag_id: str, count: int, timeout: float = 600,
+                      run_filter: str | None = None) -> list[dict[str, Any]]:
+        """Wait until ``count`` runs (optionally whose run_id contains ``run_filter``) have finished."""
+        deadline = time.monotonic() + timeout
+        runs: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            runs = [r for r in self.dag_runs(dag_id) if run_filter is None or run_filter in r["dag_run_id"]]
+            done = [r for r in runs if r["state"] in ("success", "failed")]
+            if len(done) >= count:
+                return done
+            time.sleep(1)
+        states = {r["dag_run_id"]: r["state"] for r in runs}
+        raise AirflowRuntimeFailed(f"{dag_id}: {count} runs not finished within {timeout:.0f}s: {states}")

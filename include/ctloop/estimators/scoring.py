@@ -1,0 +1,128 @@
+"""The scoring path: request rows in, a score in [0, 1] or a clear rejection out, never a crash.
+
+Everything that serves the model goes through :func:`score_rows` (the adversarial suite checks it on
+every challenger; ``ctloop serve`` will). Rows are checked against the dataset contract first:
+numbers that are not numbers and non-finite values are rejected with the column and the value;
+missing values go to the pipeline's imputers; values outside the contract's bounds are clipped to them;
+categories are strings (unseen ones are the one-hot encoder's business).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ctloop.core.params import DatasetSpec
+
+MAX_TEXT = 1000  # longer categorical values are cut: they are unseen categories either way
+
+
+@dataclass(frozen=True)
+class Rejection:
+    row: int
+    column: str | None
+    reason: str
+
+
+@dataclass
+class Scored:
+    scores: list[float | None]  # None where the row was rejected
+    rejections: list[Rejection] = field(default_factory=list)
+    clipped: dict[str, int] = field(default_factory=dict)  # column -> rows clipped to the contract
+
+
+class ScoringError(Exception):
+    """The model itself failed on rows that passed the contract checks (a crash, or a score outside [0, 1])."""
+
+
+def prepare_rows(frame: pd.DataFrame, contract: DatasetSpec) -> tuple[pd.DataFrame, list[Rejection], dict[str, int]]:
+    import numpy as np
+    import pandas as pd
+
+    rejections: list[Rejection] = []
+    missing = [c for c in contract.features if c not in frame.columns]
+    if missing:
+        return frame.iloc[0:0], [Rejection(-1, c, f"missing column {c!r}") for c in missing], {}
+    out = pd.DataFrame(index=frame.index)
+    bad = np.zeros(len(frame), dtype=bool)
+    clipped: dict[str, int] = {}
+    for column in contract.numeric_features:
+        raw = frame[column]
+        values = pd.to_numeric(raw, errors="coerce").astype("float64")
+        not_number = values.isna() & raw.notna() & ~raw.astype(str).str.strip().isin(["", "nan", "NaN", "None"])
+        not_finite = np.isinf(values.to_numpy())
+        for i in np.flatnonzero(not_number.to_numpy() | not_finite):
+            what = "a finite number" if not_finite[i] else "a number"
+            rejections.append(Rejection(int(i), column, f"{column}: expected {what}, got {_show(raw.iloc[i])}"))
+        bad |= not_number.to_numpy() | not_finite
+        spec = contract.columns[column]
+        lo = -math.inf if spec.min is None else spec.min
+        hi = math.inf if spec.max is None else spec.max
+        outside = ((values < lo) | (values > hi)) & ~bad
+        if outside.any():
+            clipped[column] = int(outside.sum())
+        out[column] = values.where(~pd.Series(not_finite, index=values.index)).clip(lo, hi)
+    for column in contract.categorical_features:
+        raw = frame[column]
+        text = raw.map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)[:MAX_TEXT])
+        out[column] = text.astype(object)
+    good = out[~bad]
+    return good, rejections, clipped
+
+
+def score_rows(model: Any, frame: pd.DataFrame, contract: DatasetSpec) -> Scored:
+    """Scores for the rows that pass the contract; raises :class:`ScoringError` when the model crashes
+    or returns anything but a finite probability."""
+    frame = frame.reset_index(drop=True)
+    good, rejections, clipped = prepare_rows(frame, contract)
+    scores: list[float | None] = [None] * len(frame)
+    if len(good):
+        proba = predict_scores(model, good[contract.features])
+        positions = frame.index.get_indexer(good.index)
+        for pos, p in zip(positions, proba, strict=True):
+            scores[int(pos)] = float(p)
+    return Scored(scores, rejections, clipped)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def records_frame(records: list[dict[str, Any]], contract: DatasetSpec) -> pd.DataFrame:
+    """The serving fast path of :func:`prepare_rows` for records whose types the request schema already
+    checked (finite numbers or None, strings or None): the same clipping to the contract's bounds and the
+    same cut of long text, built column by column with NumPy (about 50x faster than the generic path for
+    one row, which matters at one call per request batch)."""
+    import numpy as np
+    import pandas as pd
+
+    data: dict[str, Any] = {}
+    for column in contract.numeric_features:
+        spec = contract.columns[column]
+        values = np.array([r.get(column) for r in records], dtype="float64")  # None -> nan (the imputer's job)
+        lo = -math.inf if spec.min is None else spec.min
+        hi = math.inf if spec.max is None else spec.max
+        data[column] = np.clip(values, lo, hi)
+    for column in contract.categorical_features:
+        data[column] = np.array([None if (v := r.get(column)) is None else str(v)[:MAX_TEXT] for r in records],
+                                dtype=object)
+    return pd.DataFrame(data, columns=contract.features)
+
+
+def predict_scores(model: Any, frame: pd.DataFrame) -> Any:
+    """``predict_proba[:, 1]`` as float64, or :class:`ScoringError` when the model crashes or returns anything
+    but finite probabilities."""
+    import numpy as np
+
+    try:
+        proba = np.asarray(model.predict_proba(frame)[:, 1], dtype="float64")
+    except Exception as e:  # the model's own failure is what this path exists to catch
+        raise ScoringError(f"{type(e).__name__}: {e}") from e
+    if len(proba) and (not np.all(np.isfinite(proba)) or proba.min() < 0 or proba.max() > 1):
+        raise ScoringError(f"scores outside [0, 1] or not finite: min {np.nanmin(proba)}, max {np.nanmax(proba)}")
+    return proba

@@ -1,0 +1,199 @@
+"""Every move of the registry's aliases, in one place: promote a gated challenger (or force it, said so),
+hold it as ``@candidate`` for approval, approve, roll back by hand, and roll back by itself while a new
+champion bakes. Each flow reads the decision it acts on, moves the aliases by compare-and-set under the
+registry lock (:mod:`ctloop.registry.mlflow_registry`), and audits the outcome, refusals included.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+from ctloop.core.audit import record as audit_record
+from ctloop.core.errors import GateRejected, PromotionConflict, RegistryError
+from ctloop.decisions.rollback import decide_rollback
+from ctloop.registry.mlflow_registry import (
+    CANDIDATE,
+    CHAMPION,
+    TAG,
+    alias_version,
+    append_history,
+    configure_mlflow,
+    promote,
+    rollback,
+)
+
+if TYPE_CHECKING:
+    from ctloop.core.params import Params
+    from ctloop.core.settings import Settings
+    from ctloop.data.store import Lake
+
+
+def promote_version(params: Params, settings: Settings, version: str, reason: str, force: bool = False,
+                    actor: str = "ctloop", expected_champion: str | None = None, kind: str = "promotion",
+                    dag_run: str | None = None) -> dict[str, Any]:
+    """Promote only with a passing gate decision recorded on the version (``force`` overrides and says so).
+    The outcome, a promotion or a refusal, goes to the audit log either way (``kind`` "approval" for a
+    human approving a candidate)."""
+    subject = f"{params.training.registered_model} v{version}"
+    try:
+        promotion = _promote_version(params, settings, version, reason, force, actor, expected_champion, dag_run)
+    except (GateRejected, PromotionConflict, RegistryError) as e:
+        audit_record(kind, subject, "refused", [str(e)], {"requested_reason": reason, "force": force},
+                     actor=actor, settings=settings)
+        raise
+    outcome = "forced" if force else ("approved" if kind == "approval" else "promoted")
+    audit_record(kind, subject, outcome, [promotion["reason"]],
+                 {"previous_champion": promotion["previous_champion"], "at": promotion["at"]}, actor=actor,
+                 settings=settings)
+    return promotion
+
+
+def hold_candidate(params: Params, settings: Settings, version: str, reason: str, actor: str = "ctloop",
+                   dag_run: str | None = None) -> dict[str, Any]:
+    """``promotion.mode: manual``: a passing challenger becomes ``@candidate`` and waits for approval."""
+    from datetime import UTC, datetime
+
+    client = configure_mlflow(settings)
+    name = params.training.registered_model
+    before = alias_version(client, name, CANDIDATE)
+    client.set_registered_model_alias(name, CANDIDATE, version)
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    append_history(settings, name, "candidate", [{"alias": CANDIDATE, "from": before, "to": version}], reason,
+                   actor, dag_run, at)
+    audit_record("promotion", f"{name} v{version}", "awaiting approval", [reason, "promotion.mode: manual"],
+                 {"replaced_candidate": before}, actor=actor, settings=settings)
+    return {"candidate": version, "replaced_candidate": before, "at": at}
+
+
+def rollback_version(params: Params, settings: Settings, to: str | None, reason: str, actor: str = "ctloop",
+                     expected_champion: str | None = None, dag_run: str | None = None) -> dict[str, Any]:
+    """Move ``champion`` back (default: to ``previous``) in one compare-and-set step; audited either way."""
+    from ctloop.core.errors import ConfigError
+
+    name = params.training.registered_model
+    if not reason.strip():
+        raise ConfigError("a rollback needs a reason")
+    client = configure_mlflow(settings)
+    try:
+        done = rollback(client, settings, name, to, expected_champion, reason, actor, dag_run)
+    except (PromotionConflict, RegistryError) as e:
+        audit_record("rollback", f"{name} -> v{to or 'previous'}", "refused", [str(e)], actor=actor,
+                     settings=settings)
+        raise
+    audit_record("rollback", f"{name} v{done.previous_champion} -> v{done.version}", "rolled back", [reason],
+                 {"at": done.at}, actor=actor, settings=settings)
+    return done.to_dict() | {"rolled_back": done.previous_champion}
+
+
+def _promote_version(params: Params, settings: Settings, version: str, reason: str, force: bool,
+                     actor: str, expected_champion: str | None, dag_run: str | None) -> dict[str, Any]:
+    client = configure_mlflow(settings)
+    name = params.training.registered_model
+    try:
+        tags = client.get_model_version(name, version).tags
+    except Exception as e:
+        raise RegistryError(f"model {name!r} has no version {version}") from e
+    decision = json.loads(tags.get(f"{TAG}gate_decision", "null") or "null")
+    if decision is None and not force:
+        raise GateRejected(f"{name} v{version} has no gate decision; run `ctloop gate` first (or --force)")
+    if decision is not None and not decision["passed"] and not force:
+        raise GateRejected(f"{name} v{version} failed its gate: {'; '.join(decision['reasons'])}")
+    if force:
+        verdict = "passed" if decision and decision["passed"] else "FAILED"
+        reason = f"FORCED: {reason} (gate {verdict}: {'; '.join(decision['reasons']) if decision else 'none'})"
+    if expected_champion is None:
+        # a gated promotion is only valid against the champion the gate judged against (compare-and-set);
+        # a forced one is a human override of the champion as it is now
+        current = alias_version(client, name, CHAMPION)
+        expected_champion = current if force or decision is None else decision.get("champion")
+        if expected_champion != current:
+            raise PromotionConflict(
+                f"{name} v{version}: the gate judged it against champion v{expected_champion}, but the champion "
+                f"is now v{current}; re-run `ctloop evaluate` and `ctloop gate` (or --force)")
+    if tags.get(f"{TAG}rolled_back_at") and (decision is None or not decision["passed"]) and not force:
+        raise GateRejected(f"{name} v{version} was rolled back; it needs a new gate pass first")
+    promotion = promote(client, settings, name, version, expected_champion, reason, actor, dag_run)
+    if force:
+        client.set_model_version_tag(name, version, f"{TAG}force_promoted", "true")
+    return promotion.to_dict()
+
+
+def monitor_summaries(lake: Lake, before: date) -> list[dict[str, Any]]:
+    base = lake.root / "reports" / "monitor"
+    out = []
+    for part in sorted(base.glob("dt=*")) if base.exists() else []:
+        day = date.fromisoformat(part.name[3:])
+        summary = part / "summary.json"
+        if day < before and summary.exists():
+            out.append(json.loads(summary.read_text()))
+    return out
+
+
+def replay_quality(lake: Lake, params: Params, settings: Settings, window: date, judged: date, champion: str,
+                   previous: str) -> float | None:
+    """``previous``'s quality on the labeled requests the champion served on ``judged`` (same rows, same
+    labels, same metric), or None when they cannot be replayed."""
+    import mlflow
+
+    from ctloop.data.predictions import labels_arrived, read_predictions
+    from ctloop.estimators.scoring import ScoringError, score_rows
+    from ctloop.flows.monitor import SCORE, quality_of
+    from ctloop.registry.mlflow_registry import configure_mlflow
+
+    preds = read_predictions(lake, judged, params.dataset)
+    preds = preds[(preds["model_version"].astype(str) == champion) & (preds["route"] != "shadow")]
+    joined = preds.merge(labels_arrived(lake, window), on="request_id")
+    if len(joined) < params.promotion.rollback.min_labeled_rows or joined["label"].nunique() < 2:
+        return None
+    configure_mlflow(settings)
+    model = mlflow.sklearn.load_model(f"models:/{params.training.registered_model}/{previous}")
+    try:
+        scores = score_rows(model, joined, params.dataset).scores
+    except ScoringError:
+        return None
+    threshold = params.evaluation.threshold
+    replayed = joined.assign(**{SCORE: scores}).dropna(subset=[SCORE])
+    replayed = replayed.assign(prediction=(replayed[SCORE] >= threshold).astype("int64"))
+    return quality_of(params.monitoring.quality_metric, replayed)
+
+
+def guard_champion(lake: Lake, params: Params, settings: Settings, window: date, quality: dict[str, Any],
+                   actor: str = "ctloop_monitor") -> dict[str, Any]:
+    """Decide, and roll back when the decision says so. Returns the decision (and the rollback)."""
+    from ctloop.core.audit import record
+    from ctloop.registry.mlflow_registry import CHAMPION, PREVIOUS, alias_version, configure_mlflow
+
+    client = configure_mlflow(settings)
+    name = params.training.registered_model
+    champion = alias_version(client, name, CHAMPION)
+    if champion is None:
+        return {"decision": None}
+    previous = alias_version(client, name, PREVIOUS)
+    summaries = monitor_summaries(lake, window)
+    served = [date.fromisoformat(s["window"]) for s in summaries if str(s.get("champion")) == champion]
+    if quality.get("quality_window"):  # labeled quality only counts requests this champion served
+        served.append(date.fromisoformat(str(quality["quality_window"])))
+    first_served = min(served) if served else window
+    history = [(date.fromisoformat(s["quality_window"]), float(s["quality"])) for s in summaries
+               if str(s.get("champion")) == previous and s.get("quality") is not None and s.get("quality_window")]
+    policy = params.promotion.rollback
+    replay = None
+    if previous is not None and quality.get("quality_window") and quality.get("quality") is not None:
+        replay = replay_quality(lake, params, settings, window, date.fromisoformat(str(quality["quality_window"])),
+                                champion, previous)
+    decision = decide_rollback(window, policy, params.monitoring.quality_metric, champion, previous, first_served,
+                               quality, sorted(set(history)), replay)
+    out = {"decision": decision.to_dict(), "rolled_back": None}
+    if decision.rollback:
+        reason = f"automatic rollback: {decision.reasons[0]}"
+        out["rolled_back"] = rollback_version(params, settings, previous, reason, actor=actor,
+                                              expected_champion=champion, dag_run=actor)
+    elif decision.status == "healthy":
+        record("rollback", f"{name} v{champion}", "kept", decision.reasons, {"window": window.isoformat()},
+               actor=actor, settings=settings)
+    target = lake.root / "reports" / "monitor" / f"dt={window.isoformat()}"
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "rollback.json").write_text(json.dumps(out, indent=1, default=str))
+    return out

@@ -1,0 +1,258 @@
+"""Task bodies for the DAGs: primitive arguments in, small JSON-able results out (paths, ids, dicts).
+Each function loads settings and params itself, so a task is one call from its DAG file.
+
+Every body is measured (``@costed``: wall time, CPU seconds, peak memory, rows) and the cost is sent as
+``ctloop.task.*`` metrics. Each retrain task from train on also logs its cost to the challenger's MLflow run
+(train adds the cost of building and validating its training set), and the run's totals (``cost.total.*``)
+are recomputed after each."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from ctloop.core.params import Params
+    from ctloop.core.settings import Settings
+    from ctloop.data.store import Lake
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def costed(dag: str, task: str, rows: Callable[[Any], int | None] | None = None,
+           attach: bool = False) -> Callable[[F], F]:
+    """Measure the task body and send its cost as ``ctloop.task.*`` gauges tagged with dag, task and outcome.
+    ``rows`` reads the rows processed from the result; ``attach`` adds the cost to a dict result and, when
+    the result names an MLflow run (``run_id``), logs it there with the ``upstream_costs`` the result carries."""
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            from ctloop.core.metrics import emit_gauges, measure
+
+            try:
+                with measure(task) as cost:
+                    result = fn(*args, **kwargs)
+            except BaseException:
+                emit_gauges("task", cost.metrics(), {"dag": dag, "task": task, "outcome": "failed"})
+                raise
+            cost.rows = rows(result) if rows else None
+            emit_gauges("task", cost.metrics(), {"dag": dag, "task": task, "outcome": "success"})
+            if attach and isinstance(result, dict) and result.get("run_id"):
+                from ctloop.core.settings import get_settings
+                from ctloop.registry.costs import log_run_cost
+
+                log_run_cost(get_settings(), str(result["run_id"]), [cost.to_dict(), *result.get("upstream_costs", [])])
+            return {**result, "cost": cost.to_dict()} if attach and isinstance(result, dict) else result
+        return inner  # type: ignore[return-value]
+    return wrap
+
+
+def _day(value: datetime | date | str) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])
+
+
+def _runtime() -> tuple[Settings, Params, Lake]:
+    from ctloop.core.params import load_params
+    from ctloop.core.settings import get_settings
+    from ctloop.data.store import Lake
+
+    settings = get_settings()
+    return settings, load_params(settings.params), Lake(settings.lake_root)
+
+
+@costed("ctloop_ingest", "extract_batch")
+def ingest_extract(interval_start: datetime | str) -> list[str]:
+    from ctloop.flows.ingest import extract_batch
+
+    _, params, lake = _runtime()
+    return [str(p) for p in extract_batch(_day(interval_start), params, lake)]
+
+
+@costed("ctloop_ingest", "validate_batch", rows=lambda r: r["row_count"])
+def ingest_validate(interval_start: datetime | str, raw_files: list[str]) -> dict[str, Any]:
+    """Raises ValidationFailed (after quarantining) when the batch is bad."""
+    from ctloop.flows.ingest import validate_batch
+    from ctloop.validation.context import open_context
+
+    settings, params, lake = _runtime()
+    result = validate_batch(_day(interval_start), [Path(p) for p in raw_files], params, lake, open_context(settings))
+    return {k: result[k] for k in ("suite", "success", "row_count", "evaluated", "seconds")}
+
+
+@costed("ctloop_ingest", "publish_curated")
+def ingest_publish(interval_start: datetime | str, raw_files: list[str], validation: dict[str, Any]) -> str:
+    from ctloop.flows.ingest import publish_curated
+
+    _, params, lake = _runtime()
+    return str(publish_curated(_day(interval_start), [Path(p) for p in raw_files], validation, params, lake))
+
+
+def _enum_value(value: Any) -> str | None:
+    return None if value is None else str(getattr(value, "value", value))
+
+
+@costed("ctloop_retrain", "build_training_set", rows=lambda r: r["train_rows"] + r["test_rows"], attach=True)
+def retrain_build(run_type: Any, form: dict[str, Any], asset_extras: list[dict[str, Any]], dag_id: str,
+                  run_id: str, reference: datetime | None) -> dict[str, Any]:
+    """Record the trigger, then build the training set as of the newest complete curated day."""
+    from datetime import timedelta
+
+    from ctloop.core.errors import ConfigError
+    from ctloop.data.training_set import latest_as_of
+    from ctloop.flows.retrain import describe_trigger, prepare, training_set_dir
+
+    _, params, lake = _runtime()
+    kind = _enum_value(run_type)
+    trigger = describe_trigger(kind, form.get("reason"), asset_extras, dag_id, run_id)
+    if trigger["kind"] == "manual" and not (form.get("reason") or "").strip():
+        raise ConfigError("a manual retrain needs a reason (the `reason` field of the trigger form)")
+    last_complete = (reference.date() if reference else date.max) - timedelta(days=1)
+    # a drift-triggered run trains on data up to the drifted window, not on anything after it
+    drift_as_of = next((e.get("as_of") for e in asset_extras if e.get("as_of")), None)
+    if trigger["kind"] == "drift" and drift_as_of:
+        last_complete = min(last_complete, date.fromisoformat(drift_as_of) - timedelta(days=1))
+    as_of = latest_as_of(lake.curated_days(), last_complete)
+    window_days = int(form.get("window_days") or params.training.window_days)
+    recommended = next((e.get("recommended_window_days") for e in asset_extras if e.get("recommended_window_days")), None)
+    if trigger["kind"] == "drift" and recommended:
+        window_days = int(recommended)
+    info = prepare(params, lake, as_of, window_days, training_set_dir(lake, run_id), trigger)
+    return {"data_dir": info["dir"], "window": info["window"], "trigger": trigger,
+            "train_rows": info["train_rows"], "test_rows": info["test_rows"]}
+
+
+@costed("ctloop_retrain", "validate_training_set", rows=lambda r: r["rows"], attach=True)
+def retrain_validate(built: dict[str, Any]) -> dict[str, Any]:
+    from ctloop.flows.retrain import validate_training_set
+
+    settings, params, _ = _runtime()
+    return validate_training_set(params, settings, Path(built["data_dir"]))
+
+
+@costed("ctloop_retrain", "train_challenger", rows=lambda r: r["train_rows"], attach=True)
+def retrain_train(built: dict[str, Any], validated: dict[str, Any] | None, model: str | None,
+                  hyperparameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The new version's MLflow run also gets the cost of building and validating its training set."""
+    from ctloop.core.metrics import emit_gauges
+    from ctloop.flows.retrain import train
+
+    settings, params, _ = _runtime()
+    result = train(params, settings, Path(built["data_dir"]), model=model, hyperparameters=hyperparameters)
+    emit_gauges("registry", {"model_size_bytes": result["model_size_bytes"]}, {"model": params.training.registered_model})
+    upstream = [c for c in (built.get("cost"), (validated or {}).get("cost")) if c]
+    return result | {"train_rows": built["train_rows"], "upstream_costs": upstream}
+
+
+@costed("ctloop_retrain", "evaluate", rows=lambda r: r["test_rows"], attach=True)
+def retrain_evaluate(trained: dict[str, Any]) -> dict[str, Any]:
+    from ctloop.flows.retrain import evaluate
+
+    settings, params, _ = _runtime()
+    result = evaluate(params, settings, Path(trained["data_dir"]), trained["version"], trained["run_id"])
+    return result | {"run_id": trained["run_id"]}
+
+
+@costed("ctloop_retrain", "gate", attach=True)
+def retrain_gate(evaluated: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
+    from ctloop.flows.retrain import gate
+
+    settings, params, _ = _runtime()
+    return gate(params, settings, Path(evaluated["evaluation"]), trained["run_id"]).to_dict() | {"run_id": trained["run_id"]}
+
+
+@costed("ctloop_retrain", "promote")
+def retrain_promote(decision: dict[str, Any], form: dict[str, Any], trigger: dict[str, Any]) -> dict[str, Any] | None:
+    """None when the gate rejected and nothing was forced (the caller skips the task visibly). In
+    ``promotion.mode: manual`` a passing challenger becomes ``@candidate`` instead of champion."""
+    from ctloop.flows.promotion import hold_candidate, promote_version
+
+    settings, params, _ = _runtime()
+    force = bool(form.get("force_promote"))
+    if not decision["passed"] and not force:
+        return None
+    reason = f"{trigger['kind']}: {trigger.get('reason') or ''}".strip()
+    actor = f"airflow:{trigger.get('dag_id')}/{trigger.get('run_id')}"
+    dag_run = f"{trigger.get('dag_id')}/{trigger.get('run_id')}"
+    if params.promotion.mode == "manual" and not force:
+        return hold_candidate(params, settings, str(decision["challenger"]), reason, actor=actor, dag_run=dag_run)
+    return promote_version(params, settings, str(decision["challenger"]), reason, force=force and not decision["passed"],
+                           actor=actor, expected_champion=decision.get("champion"), dag_run=dag_run)
+
+
+@costed("ctloop_approve", "approve")
+def approve_candidate(version: str, reason: str, dag_id: str, run_id: str) -> dict[str, Any]:
+    """``ctloop_approve``: a person promotes a gated candidate (refused when its gate failed)."""
+    from ctloop.flows.promotion import promote_version
+
+    settings, params, _ = _runtime()
+    return promote_version(params, settings, str(version), f"approved: {reason}", actor=f"airflow:{dag_id}/{run_id}",
+                           kind="approval", dag_run=f"{dag_id}/{run_id}")
+
+
+@costed("ctloop_rollback", "rollback")
+def rollback_champion(version: str | None, reason: str, dag_id: str, run_id: str) -> dict[str, Any]:
+    """``ctloop_rollback``: champion back to ``version`` (``previous`` when empty) in one compare-and-set."""
+    from ctloop.flows.promotion import rollback_version
+
+    settings, params, _ = _runtime()
+    target = None if version in (None, "", "previous") else str(version)
+    return rollback_version(params, settings, target, reason, actor=f"airflow:{dag_id}/{run_id}",
+                            dag_run=f"{dag_id}/{run_id}")
+
+
+@costed("ctloop_monitor", "collect_window", rows=lambda r: r["rows"])
+def monitor_collect(interval_start: datetime | str) -> dict[str, Any]:
+    from ctloop.flows.monitor import collect_window
+
+    _, params, lake = _runtime()
+    return collect_window(lake, params, _day(interval_start))
+
+
+@costed("ctloop_monitor", "measure_drift", rows=lambda r: r.get("rows"))
+def monitor_drift(interval_start: datetime | str) -> dict[str, Any]:
+    from ctloop.flows.monitor import measure_drift
+
+    settings, params, lake = _runtime()
+    return measure_drift(lake, params, settings, _day(interval_start))
+
+
+@costed("ctloop_monitor", "measure_quality", rows=lambda r: r.get("labeled_rows"))
+def monitor_quality(interval_start: datetime | str) -> dict[str, Any]:
+    from ctloop.flows.monitor import measure_quality
+
+    settings, params, lake = _runtime()
+    return measure_quality(lake, params, settings, _day(interval_start))
+
+
+@costed("ctloop_monitor", "decide")
+def monitor_decide(interval_start: datetime | str, collected: dict[str, Any], drift: dict[str, Any],
+                   quality: dict[str, Any], retrains_in_flight: int) -> dict[str, Any]:
+    from ctloop.flows.monitor import decide_window
+
+    settings, params, lake = _runtime()
+    summary = decide_window(lake, params, settings, _day(interval_start), collected, drift, quality, retrains_in_flight)
+    return {"window": summary["window"], "decision": summary["decision"], "report": summary["report"],
+            "champion": summary["champion"]}
+
+
+def monitor_event_extra(summary: dict[str, Any]) -> dict[str, Any]:
+    from ctloop.flows.monitor import drift_event_extra
+
+    return drift_event_extra(summary)
+
+
+@costed("ctloop_monitor", "guard_champion")
+def monitor_guard(interval_start: datetime | str, quality: dict[str, Any], dag_id: str, run_id: str) -> dict[str, Any]:
+    """Automatic rollback during the new champion's bake period (``promotion.rollback``)."""
+    from ctloop.flows.promotion import guard_champion
+
+    settings, params, lake = _runtime()
+    return guard_champion(lake, params, settings, _day(interval_start), quality, actor=f"airflow:{dag_id}/{run_id}")

@@ -55,23 +55,23 @@ def ctloop_monitor() -> None:
             raise AirflowFailException(str(e)) from e
 
     @task
-    def detect_drift(collected: dict, data_interval_start=None) -> dict:
+    def detect_drift(collected: dict) -> dict:
         from ctloop.flows.tasks import monitor_drift
 
-        return monitor_drift(data_interval_start)
+        return monitor_drift(collected)
 
     @task
-    def check_quality(collected: dict, data_interval_start=None) -> dict:
+    def check_quality(collected: dict) -> dict:
         from ctloop.flows.tasks import monitor_quality
 
-        return monitor_quality(data_interval_start)
+        return monitor_quality(collected)
 
     @task
-    def decide(collected: dict, drift: dict, quality: dict, ti=None, data_interval_start=None) -> dict:
+    def decide(collected: dict, drift: dict, quality: dict, ti=None) -> dict:
         from ctloop.flows.tasks import monitor_decide
 
         in_flight = ti.get_dr_count(dag_id="ctloop_retrain", states=["queued", "running"])
-        return monitor_decide(data_interval_start, collected, drift, quality, in_flight)
+        return monitor_decide(collected, drift, quality, in_flight)
 
     @task(outlets=[drift_detected])
     def emit_drift_event(summary: dict, outlet_events=None) -> dict:

@@ -83,3 +83,24 @@ def airflow_db() -> Path:
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     exe = str(Path(sys.executable).with_name("ctloop"))
     return subprocess.run([exe, *args], capture_output=True, text=True, env={**os.environ, **(env or {})})
+
+
+def gate_version(client, name: str, version: str, passed: bool, champion: str | None,  # type: ignore[no-untyped-def]
+                 reasons: list[str]) -> None:
+    """Give a test's registered version the gate decision the gate would have stored (on a run of its own
+    when the version was registered without one)."""
+    from ctloop.registry.mlflow_registry import store_gate_decision
+
+    mv = client.get_model_version(name, version)
+    if not mv.run_id:
+        raise ValueError(f"{name} v{version}: register it with a run_id (see tests.conftest.version_with_run)")
+    store_gate_decision(client, name, version, {"passed": passed, "champion": champion, "reasons": reasons,
+                                                "challenger": version, "checks": []})
+
+
+def version_with_run(client, name: str, source: str) -> str:  # type: ignore[no-untyped-def]
+    """A model version registered with a run of its own (as `ctloop train` registers them)."""
+    experiment = client.get_experiment_by_name("registry-tests") or None
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment("registry-tests")
+    run = client.create_run(experiment_id)
+    return str(client.create_model_version(name, source=source, run_id=run.info.run_id).version)

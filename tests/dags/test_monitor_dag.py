@@ -32,9 +32,9 @@ def monitor_setup(airflow_db, use_params, ctloop_home: Path):  # type: ignore[no
     data = ctloop_home / "ts"
     prepare(params, lake, T0, 8, data, describe_trigger(None, "fixture", None))
     trained = train(params, settings, data)
-    evaluate(params, settings, data, trained["version"], trained["run_id"])
+    evaluate(params, settings, data, trained.version, trained.run_id)
     gate(params, settings, data / "evaluation.json")
-    promote_version(params, settings, trained["version"], "fixture champion")
+    promote_version(params, settings, trained.version, "fixture champion")
     simulate_traffic(TrafficSpec(T0, 2, "covariate_shift", T0 + timedelta(days=1), rows_per_day=1500),
                      params, settings, lake)
     dags = Path(__file__).resolve().parents[2] / "dags"

@@ -3,9 +3,10 @@ against a real MLflow SQLite registry."""
 
 from __future__ import annotations
 
-import json
 from datetime import date, timedelta
 from pathlib import Path
+
+from tests.conftest import gate_version, version_with_run
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 
@@ -38,9 +39,8 @@ def test_rollback_dag_restores_previous_and_refuses_without_fallback(airflow_db,
     client.create_registered_model(name)
     champion = None
     for v in ("1", "2"):
-        client.create_model_version(name, source=f"file:///nonexistent/v{v}")
-        client.set_model_version_tag(name, v, "ctloop.gate_decision",
-                                     json.dumps({"passed": True, "champion": champion, "reasons": ["ok"]}))
+        version_with_run(client, name, f"file:///nonexistent/v{v}")
+        gate_version(client, name, v, True, champion, ["ok"])
         promote_version(params, settings, v, f"v{v}", expected_champion=champion)
         champion = v
     dag = _dag("ctloop_rollback")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -37,7 +36,7 @@ def _states(run) -> dict[str, str]:  # type: ignore[no-untyped-def]
 def test_first_run_promotes_and_a_weaker_model_is_rejected(retrain_dag) -> None:  # type: ignore[no-untyped-def]
     from ctloop.core.params import get_params
     from ctloop.core.settings import get_settings
-    from ctloop.registry.mlflow_registry import configure_mlflow, registry_status
+    from ctloop.registry.mlflow_registry import configure_mlflow, gate_decision_of, registry_status
 
     run = retrain_dag.test(run_conf={"reason": "first model"})
     assert str(run.state) == "success", _states(run)
@@ -57,7 +56,7 @@ def test_first_run_promotes_and_a_weaker_model_is_rejected(retrain_dag) -> None:
     # every evaluation suite ran on the challenger and is a line of the gate's decision
     assert {"suite.golden_pass_rate", "suite.adversarial_crashes", "suite.latency_p99_ms"} <= set(mlflow_run.data.metrics)
     assert mlflow_run.data.metrics["suite.adversarial_crashes"] == 0
-    checks = json.loads(client.get_model_version(name, "1").tags["ctloop.gate_decision"])["reasons"]
+    checks = gate_decision_of(client, name, "1")["reasons"]
     assert any(r.startswith("golden:") for r in checks) and any(r.startswith("adversarial:") for r in checks)
 
     weak = retrain_dag.test(run_conf={"reason": "try a stump", "model": "hist_gradient_boosting",
@@ -68,7 +67,7 @@ def test_first_run_promotes_and_a_weaker_model_is_rejected(retrain_dag) -> None:
     status = registry_status(client, name)
     assert status["champion"]["version"] == "1", "the champion is untouched"
     rejected = client.get_model_version(name, "2")
-    decision = json.loads(rejected.tags["ctloop.gate_decision"])
+    decision = gate_decision_of(client, name, rejected.version)
     assert decision["passed"] is False and decision["champion"] == "1"
     assert any("roc_auc" in r for r in decision["reasons"])
 

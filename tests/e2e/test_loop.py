@@ -265,7 +265,7 @@ def test_a_bad_release_is_rolled_back_automatically_by_the_monitor(loop_airflow,
     data = training_set_dir(lake, "e2e-bad-release")
     prepare(params, lake, date(2026, 1, 11), 10, data, describe_trigger("manual", "e2e: bad release", None))
     bad = str(train(params, settings, data, model="hist_gradient_boosting",
-                    hyperparameters={"max_iter": 1, "max_depth": 1, "learning_rate": 0.01})["version"])
+                    hyperparameters={"max_iter": 1, "max_depth": 1, "learning_rate": 0.01}).version)
     promote_version(params, settings, bad, "e2e: bad release", force=True)
     simulate_traffic(TrafficSpec(start + timedelta(days=3), 2, "stable", None, rows_per_day=1000, label_delay_days=1,
                                  label_fraction=1.0), params, settings, lake)

@@ -58,9 +58,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:  # type: 
                                                                                        "ctloop_retrain", "manual__x"))
         validate_training_set(params, settings, data)
         trained = train(params, settings, data)
-        evaluate(params, settings, data, trained["version"], trained["run_id"])
+        evaluate(params, settings, data, trained.version, trained.run_id)
         assert gate(params, settings, data / "evaluation.json").passed
-        promote_version(params, settings, trained["version"], "lineage test champion")
+        promote_version(params, settings, trained.version, "lineage test champion")
         yield {"settings": settings, "params": params, "lake": lake, "data": data, "trained": trained,
                "env": env, "params_file": params_file}
     get_settings.cache_clear()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,7 +12,15 @@ import pytest
 from ctloop.core.errors import GateRejected, PromotionConflict
 from ctloop.core.params import get_params
 from ctloop.core.settings import get_settings
-from ctloop.registry.mlflow_registry import CHAMPION, PREVIOUS, alias_version, configure_mlflow, promote
+from ctloop.registry.mlflow_registry import (
+    CHAMPION,
+    PREVIOUS,
+    alias_version,
+    configure_mlflow,
+    gate_decision_of,
+    promote,
+)
+from tests.conftest import gate_version, version_with_run
 
 pytestmark = pytest.mark.integration
 
@@ -25,9 +32,8 @@ def registry(ctloop_home: Path):  # type: ignore[no-untyped-def]
     name = get_params().training.registered_model
     client.create_registered_model(name)
     for i in range(1, 5):
-        client.create_model_version(name, source=f"file:///nonexistent/v{i}")
-        client.set_model_version_tag(name, str(i), "ctloop.gate_decision",
-                                     json.dumps({"passed": i != 4, "champion": None, "reasons": [f"reason {i}"]}))
+        version_with_run(client, name, f"file:///nonexistent/v{i}")
+        gate_version(client, name, str(i), i != 4, None, [f"reason {i}"])
     return client, settings, name
 
 
@@ -79,7 +85,7 @@ def test_rejected_version_keeps_its_reasons_and_is_not_promoted(registry) -> Non
     with pytest.raises(GateRejected, match="failed its gate: reason 4"):
         promote_version(get_params(), settings, "4", "please")
     assert alias_version(client, name, CHAMPION) == "1"
-    assert json.loads(client.get_model_version(name, "4").tags["ctloop.gate_decision"])["reasons"] == ["reason 4"]
+    assert gate_decision_of(client, name, "4")["reasons"] == ["reason 4"]
     forced = promote_version(get_params(), settings, "4", "incident override", force=True)
     assert forced["reason"].startswith("FORCED: incident override (gate FAILED: reason 4")
     assert alias_version(client, name, CHAMPION) == "4" and alias_version(client, name, PREVIOUS) == "1"

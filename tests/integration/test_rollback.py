@@ -26,14 +26,13 @@ from ctloop.registry.mlflow_registry import (
     configure_mlflow,
     read_history,
 )
-from tests.conftest import run_cli
+from tests.conftest import gate_version, run_cli, version_with_run
 
 pytestmark = pytest.mark.integration
 
 
 def _gate(client, name: str, version: str, passed: bool, champion: str | None) -> None:  # type: ignore[no-untyped-def]
-    client.set_model_version_tag(name, version, "ctloop.gate_decision",
-                                 json.dumps({"passed": passed, "champion": champion, "reasons": [f"gate {version}"]}))
+    gate_version(client, name, version, passed, champion, [f"gate {version}"])
 
 
 @pytest.fixture
@@ -43,7 +42,7 @@ def registry(ctloop_home: Path):  # type: ignore[no-untyped-def]
     name = params.training.registered_model
     client.create_registered_model(name)
     for i in range(1, 6):
-        client.create_model_version(name, source=f"file:///nonexistent/v{i}")
+        version_with_run(client, name, f"file:///nonexistent/v{i}")
     return client, settings, params, name
 
 

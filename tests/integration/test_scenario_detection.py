@@ -38,9 +38,9 @@ def _world(root: Path, settings: Settings, scenario: str, model_name: str):  # t
     data = root / f"ts-{model_name}"
     prepare(params, lake, T0, 14, data, describe_trigger(None, "test world", None))
     trained = train(params, settings, data)
-    evaluate(params, settings, data, trained["version"], trained["run_id"])
+    evaluate(params, settings, data, trained.version, trained.run_id)
     assert gate(params, settings, data / "evaluation.json").passed
-    promote_version(params, settings, trained["version"], "test champion")
+    promote_version(params, settings, trained.version, "test champion")
     return params
 
 
@@ -58,7 +58,7 @@ def _run(worlds, scenario: str, days: int) -> list[dict]:  # type: ignore[no-unt
     lake = Lake(root / f"traffic-{scenario}")
     simulate_traffic(TrafficSpec(T0, days, scenario, DRIFT, rows_per_day=2000, label_delay_days=2,
                                  label_fraction=0.5), params, settings, lake)
-    return [assess_window(lake, params, settings, T0 + timedelta(days=i)) for i in range(days)]
+    return [assess_window(lake, params, settings, T0 + timedelta(days=i)).to_dict() for i in range(days)]
 
 
 @pytest.mark.parametrize("scenario", ["stable", "seasonal"])

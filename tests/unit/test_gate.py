@@ -6,7 +6,7 @@ import pytest
 
 from ctloop.core.params import GateSpec, load_params
 from ctloop.decisions.gate import GateDecision, decide
-from ctloop.evaluation.evaluate import ModelEvaluation
+from ctloop.evaluation.records import ModelEvaluation
 
 POLICY = load_params(Path(__file__).resolve().parents[2] / "params.yaml").gate
 GOOD = {"roc_auc": 0.84, "f1_score": 0.60, "log_loss": 0.43, "brier_score": 0.14}

@@ -92,7 +92,7 @@ def test_labeled_quality_uses_evidently_and_matches_the_definition() -> None:
     import pandas as pd
     from sklearn.metrics import accuracy_score, roc_auc_score
 
-    from ctloop.flows.monitor import quality_of
+    from ctloop.monitoring.quality import quality_of
 
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 1000)

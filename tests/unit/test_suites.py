@@ -15,7 +15,7 @@ from ctloop.core.params import get_params
 from ctloop.data.simulator import SimulationSpec, simulate_day
 from ctloop.decisions.gate import decide
 from ctloop.estimators.pipeline import build_pipeline
-from ctloop.evaluation.evaluate import ModelEvaluation
+from ctloop.evaluation.records import ModelEvaluation
 from ctloop.evaluation.suites import (
     adversarial_suite,
     behavioural_suite,

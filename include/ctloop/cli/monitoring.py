@@ -47,6 +47,6 @@ def monitor(
     from ctloop.flows.monitor import assess_window
 
     settings, params, lake = runtime()
-    summary = assess_window(lake, params, settings, date.fromisoformat(day))
+    summary = assess_window(lake, params, settings, date.fromisoformat(day)).to_dict()
     d = summary["decision"]
     emit(summary, as_json, f"{day}: {d['status']} (trigger: {d['trigger']})\n  - " + "\n  - ".join(d["reasons"]))

@@ -40,9 +40,9 @@ def prepare(
     from ctloop.flows.retrain import prepare as prepare_set
 
     settings, params, lake = runtime()
-    info = prepare_set(params, lake, date.fromisoformat(as_of) if as_of else None, window_days, out_dir,
+    prepared = prepare_set(params, lake, date.fromisoformat(as_of) if as_of else None, window_days, out_dir,
                        describe_trigger(None, reason, None))
-    info["validation"] = validate_training_set(params, settings, out_dir)
+    info = prepared.to_dict() | {"validation": validate_training_set(params, settings, out_dir).to_dict()}
     w = info["window"]
     emit(info, as_json, f"training set [{w['start']}, {w['end']}): {info['train_rows']} train rows "
                          f"({len(w['train_days'])} days), {info['test_rows']} test rows ({', '.join(w['test_days'])}) -> {out_dir}")
@@ -58,7 +58,7 @@ def train(
     from ctloop.flows.retrain import train as train_model
 
     settings, params, _ = runtime()
-    result = train_model(params, settings, data_dir, model=model)
+    result = train_model(params, settings, data_dir, model=model).to_dict()
     out = run_dir or data_dir
     out.mkdir(parents=True, exist_ok=True)
     (out / "train.json").write_text(json.dumps(result, indent=1))
@@ -93,7 +93,7 @@ def evaluate(
     unknown = [x for x in wanted if x not in SUITES]
     if unknown:
         raise typer.BadParameter(f"--suites: unknown {', '.join(unknown)}; expected {', '.join(SUITES)}")
-    result = evaluate_models(params, settings, data_dir, version, run_id, out_dir=out, suites=wanted)
+    result = evaluate_models(params, settings, data_dir, version, run_id, out_dir=out, suites=wanted).to_dict()
     (out / "metrics.json").write_text(json.dumps(_flat_metrics(out / "evaluation.json"), indent=1))
     if plots is not None:
         from ctloop.evaluation.curves import write_curves

@@ -112,13 +112,23 @@ def read_predictions(lake: Lake, day: date, contract: DatasetSpec) -> pd.DataFra
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=expected)
 
 
-def labels_arrived(lake: Lake, until: date) -> pd.DataFrame:
-    """Every label that arrived on or before ``until``."""
+def labels_arrived(lake: Lake, until: date, since: date | None = None) -> pd.DataFrame:
+    """The labels that arrived on days ``since``..``until`` (every day up to ``until`` when ``since`` is None:
+    callers on a hot path bound it)."""
     import pandas as pd
 
     base = lake.root / "labels"
-    files = sorted(p for d in (base.iterdir() if base.exists() else []) if d.name.startswith("dt=")
+    days = [d for d in (base.iterdir() if base.exists() else []) if d.name.startswith("dt=")]
+    files = sorted(p for d in days if (since is None or date.fromisoformat(d.name[3:]) >= since)
                    and date.fromisoformat(d.name[3:]) <= until for p in d.glob("*.parquet"))
     if not files:
         return pd.DataFrame(columns=list(LABEL_COLUMNS))
     return pd.concat([pd.read_parquet(f, columns=list(LABEL_COLUMNS)) for f in files], ignore_index=True)
+
+
+def label_rows(lake: Lake, day: date) -> int:
+    """Labels that arrived on ``day``, from Parquet footers."""
+    import pyarrow.parquet as pq
+
+    part = lake.partition("labels", day)
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(part.glob("*.parquet"))) if part.exists() else 0

@@ -14,7 +14,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from ctloop.evaluation.evaluate import ModelEvaluation
+from ctloop.evaluation.records import ModelEvaluation
 
 if TYPE_CHECKING:
     from ctloop.core.params import GateSpec

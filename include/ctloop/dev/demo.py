@@ -104,7 +104,7 @@ def _backfill(airflow: Any, console: Console, settings: Settings, days: list[dat
 def _retrain(airflow: Any, console: Console, settings: Settings, reason: str) -> dict[str, Any]:
     """Trigger ctloop_retrain through the REST API (as the UI form does) and report the gate's decision."""
     from ctloop.core.params import load_params
-    from ctloop.registry.mlflow_registry import configure_mlflow
+    from ctloop.registry.mlflow_registry import configure_mlflow, gate_decision_of
 
     console.print(f"triggering ctloop_retrain (reason: {reason!r}) ...")
     run_id = airflow.trigger("ctloop_retrain", conf={"reason": reason})
@@ -117,7 +117,7 @@ def _retrain(airflow: Any, console: Console, settings: Settings, reason: str) ->
     result: dict[str, Any] = {"run_id": run_id, "state": done[0]["state"], "tasks": tasks}
     if mine:
         v = mine[0]
-        decision = json.loads(v.tags.get("ctloop.gate_decision", "{}"))
+        decision = gate_decision_of(client, name, v.version) or {}
         result |= {"version": v.version, "run": v.run_id, "decision": decision}
         verdict = "[green]PROMOTE[/green]" if decision.get("passed") else "[red]REJECT[/red]"
         console.print(f"gate on v{v.version} (vs champion {('v' + decision['champion']) if decision.get('champion') else 'none: floors only'}): {verdict}")

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ctloop.evaluation.records import ModelEvaluation
 from ctloop.registry.mlflow_registry import TAG, configure_mlflow, ensure_experiment
 
 if TYPE_CHECKING:
@@ -20,13 +20,6 @@ if TYPE_CHECKING:
 
 HEADLINE = ("roc_auc", "f1_score", "precision_score", "recall_score", "log_loss", "accuracy_score",
             "precision_recall_auc")
-
-
-@dataclass(frozen=True)
-class ModelEvaluation:
-    version: str | None
-    metrics: dict[str, float]
-    slices: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # column -> value -> metrics
 
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:

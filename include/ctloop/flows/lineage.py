@@ -1,6 +1,6 @@
 """Lineage: what a model version was made from, recorded when it is trained and resolved on demand.
 
-At training time the run and the model version get ``ctloop.flows.lineage.*`` tags (git commit and dirtiness,
+At training time the run and the model version get ``ctloop.lineage.*`` tags (git commit and dirtiness,
 DVC hashes of the training and test sets, SHA-256 of ``params.yaml``, the GX suites and the golden set,
 the data window; the trigger and Airflow ids are tagged by training already) and a ``lineage/`` artifact
 folder: the training set's ``.dvc`` file, the ``params.yaml`` used, the model configuration and the
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from ctloop.data.store import Lake
     from ctloop.data.versioning import DataVersion
 
-LINEAGE = "ctloop.flows.lineage."
+LINEAGE = "ctloop.lineage."
 
 
 def sha256_of(path: Path) -> str:

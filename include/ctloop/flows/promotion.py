@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ctloop.core.audit import record as audit_record
 from ctloop.core.errors import GateRejected, PromotionConflict, RegistryError
 from ctloop.decisions.rollback import decide_rollback
+from ctloop.monitoring.quality import LOOKBACK_DAYS
 from ctloop.registry.mlflow_registry import (
     CANDIDATE,
     CHAMPION,
@@ -20,6 +21,7 @@ from ctloop.registry.mlflow_registry import (
     alias_version,
     append_history,
     configure_mlflow,
+    gate_decision_of,
     promote,
     rollback,
 )
@@ -95,7 +97,7 @@ def _promote_version(params: Params, settings: Settings, version: str, reason: s
         tags = client.get_model_version(name, version).tags
     except Exception as e:
         raise RegistryError(f"model {name!r} has no version {version}") from e
-    decision = json.loads(tags.get(f"{TAG}gate_decision", "null") or "null")
+    decision = gate_decision_of(client, name, version)
     if decision is None and not force:
         raise GateRejected(f"{name} v{version} has no gate decision; run `ctloop gate` first (or --force)")
     if decision is not None and not decision["passed"] and not force:
@@ -120,13 +122,14 @@ def _promote_version(params: Params, settings: Settings, version: str, reason: s
     return promotion.to_dict()
 
 
-def monitor_summaries(lake: Lake, before: date) -> list[dict[str, Any]]:
-    base = lake.root / "reports" / "monitor"
+def monitor_summaries(lake: Lake, before: date, days: int) -> list[dict[str, Any]]:
+    """The monitor's window summaries of the ``days`` before ``before``, oldest first."""
+    from datetime import timedelta
+
     out = []
-    for part in sorted(base.glob("dt=*")) if base.exists() else []:
-        day = date.fromisoformat(part.name[3:])
-        summary = part / "summary.json"
-        if day < before and summary.exists():
+    for back in range(days, 0, -1):
+        summary = lake.root / "reports" / "monitor" / f"dt={(before - timedelta(days=back)).isoformat()}" / "summary.json"
+        if summary.exists():
             out.append(json.loads(summary.read_text()))
     return out
 
@@ -137,14 +140,12 @@ def replay_quality(lake: Lake, params: Params, settings: Settings, window: date,
     labels, same metric), or None when they cannot be replayed."""
     import mlflow
 
-    from ctloop.data.predictions import labels_arrived, read_predictions
     from ctloop.estimators.scoring import ScoringError, score_rows
-    from ctloop.flows.monitor import SCORE, quality_of
+    from ctloop.monitoring.quality import quality_of, served_and_labeled, window_labels
+    from ctloop.monitoring.reference import SCORE
     from ctloop.registry.mlflow_registry import configure_mlflow
 
-    preds = read_predictions(lake, judged, params.dataset)
-    preds = preds[(preds["model_version"].astype(str) == champion) & (preds["route"] != "shadow")]
-    joined = preds.merge(labels_arrived(lake, window), on="request_id")
+    joined = served_and_labeled(lake, params, judged, champion, window_labels(lake, window))
     if len(joined) < params.promotion.rollback.min_labeled_rows or joined["label"].nunique() < 2:
         return None
     configure_mlflow(settings)
@@ -171,14 +172,16 @@ def guard_champion(lake: Lake, params: Params, settings: Settings, window: date,
     if champion is None:
         return {"decision": None}
     previous = alias_version(client, name, PREVIOUS)
-    summaries = monitor_summaries(lake, window)
+    policy = params.promotion.rollback
+    # enough history to find when this champion started and what the previous one had: bounded by the
+    # policy, not by how long the deployment has run
+    summaries = monitor_summaries(lake, window, policy.bake_days + policy.comparable_windows + 2 * LOOKBACK_DAYS)
     served = [date.fromisoformat(s["window"]) for s in summaries if str(s.get("champion")) == champion]
     if quality.get("quality_window"):  # labeled quality only counts requests this champion served
         served.append(date.fromisoformat(str(quality["quality_window"])))
     first_served = min(served) if served else window
     history = [(date.fromisoformat(s["quality_window"]), float(s["quality"])) for s in summaries
                if str(s.get("champion")) == previous and s.get("quality") is not None and s.get("quality_window")]
-    policy = params.promotion.rollback
     replay = None
     if previous is not None and quality.get("quality_window") and quality.get("quality") is not None:
         replay = replay_quality(lake, params, settings, window, date.fromisoformat(str(quality["quality_window"])),

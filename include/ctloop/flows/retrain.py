@@ -1,12 +1,14 @@
 """The retraining flow, one function per task of ``ctloop_retrain`` (and per ``ctloop`` verb):
 build the training set -> validate it -> train the challenger -> evaluate against the champion ->
-gate -> promote. Inputs and outputs are small JSON-able dicts and paths.
+gate. Each returns a record (serialised once, at the edge: XCom, ``--json``); the promotion that may
+follow is :mod:`ctloop.flows.promotion`.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -17,13 +19,73 @@ from ctloop.core.params import Params
 from ctloop.core.settings import Settings
 from ctloop.data.store import Lake
 from ctloop.decisions.gate import GateDecision, decide
-from ctloop.evaluation.evaluate import ModelEvaluation
+from ctloop.evaluation.records import ModelEvaluation
 from ctloop.registry.mlflow_registry import (
     CHAMPION,
-    TAG,
     alias_version,
     configure_mlflow,
 )
+
+
+@dataclass(frozen=True)
+class TrainingSetBuilt:
+    """A training set written (and, inside the lake, versioned with DVC) for one window."""
+
+    dir: str
+    window: dict[str, Any]
+    train_rows: int
+    test_rows: int
+    trigger: dict[str, Any]
+    data_version: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainingSetChecked:
+    suite: str
+    rows: int
+    success: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainedVersion:
+    """The challenger trained on a training set: its run, its registered version and its lineage."""
+
+    run_id: str
+    version: str
+    model_uri: str
+    model: str
+    hyperparameters: dict[str, Any]
+    seed: int
+    log_model_seconds: float
+    train_seconds: float
+    model_size_bytes: int
+    data_dir: str
+    training_set_dvc_md5: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """Challenger and champion on the same test set, with the suites' verdicts; the whole record is the
+    ``evaluation`` file the gate reads."""
+
+    evaluation: str
+    challenger: str
+    champion: str | None
+    test_rows: int
+    metrics: dict[str, float]
+    suites: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def describe_trigger(run_type: str | None, reason: str | None, asset_extras: list[dict[str, Any]] | None,
@@ -49,7 +111,7 @@ def training_set_dir(lake: Lake, key: str) -> Path:
 
 
 def prepare(params: Params, lake: Lake, as_of: date | None, window_days: int | None, out_dir: Path,
-            trigger: dict[str, Any]) -> dict[str, Any]:
+            trigger: dict[str, Any]) -> TrainingSetBuilt:
     from ctloop.data.training_set import build_training_set, latest_as_of, write_training_set
     from ctloop.data.versioning import LakeVersions
     from ctloop.flows.lineage import training_sources
@@ -58,14 +120,15 @@ def prepare(params: Params, lake: Lake, as_of: date | None, window_days: int | N
     train, test, window = build_training_set(lake, params, as_of, window_days)
     sources = training_sources(lake, [*window.train_days, *window.test_days])
     info = write_training_set(out_dir, train, test, window, {"trigger": trigger, "sources": sources})
+    data_version = None
     if out_dir.resolve().is_relative_to(lake.root.resolve()):
         # the pipeline's training sets live in the lake and are versioned there (dvc add + push)
         version = LakeVersions.for_lake(lake.root).track([out_dir])[0]
-        info["data_version"] = {"md5": version.md5, "files": version.files}
-    return info
+        data_version = {"md5": version.md5, "files": version.files}
+    return TrainingSetBuilt(str(out_dir), info["window"], info["train_rows"], info["test_rows"], trigger, data_version)
 
 
-def validate_training_set(params: Params, settings: Settings, data_dir: Path) -> dict[str, Any]:
+def validate_training_set(params: Params, settings: Settings, data_dir: Path) -> TrainingSetChecked:
     from ctloop.data.training_set import read_training_set
     from ctloop.validation.context import open_context
     from ctloop.validation.run import validate_frame
@@ -79,11 +142,11 @@ def validate_training_set(params: Params, settings: Settings, data_dir: Path) ->
     if not report.success:
         raise ValidationFailed(f"training set {info['window']['start']}..{info['window']['end']}: {report.summary()}",
                                report.to_dict()["failed_expectations"])
-    return {"suite": report.suite, "success": True, "rows": report.row_count}
+    return TrainingSetChecked(report.suite, report.row_count)
 
 
 def train(params: Params, settings: Settings, data_dir: Path, model: str | None = None,
-          hyperparameters: dict[str, Any] | None = None) -> dict[str, Any]:
+          hyperparameters: dict[str, Any] | None = None) -> TrainedVersion:
     from ctloop.data.training_set import read_training_set
     from ctloop.flows.lineage import record_lineage
     from ctloop.registry.mlflow_registry import configure_mlflow
@@ -95,13 +158,13 @@ def train(params: Params, settings: Settings, data_dir: Path, model: str | None 
     lineage = record_lineage(settings, params, Lake(settings.lake_root), configure_mlflow(settings), result.run_id,
                              result.version, data_dir, info, {"model": result.model, "seed": result.seed,
                                                               "hyperparameters": result.hyperparameters})
-    return result.to_dict() | {"data_dir": str(data_dir),
-                               "training_set_dvc_md5": lineage["ctloop.flows.lineage.training_set_dvc_md5"]}
+    return TrainedVersion(**result.to_dict(), data_dir=str(data_dir),
+                          training_set_dvc_md5=lineage.get("ctloop.lineage.training_set_dvc_md5"))
 
 
 def evaluate(params: Params, settings: Settings, data_dir: Path, challenger_version: str,
              challenger_run_id: str | None = None, out_dir: Path | None = None,
-             suites: list[str] | None = None) -> dict[str, Any]:
+             suites: list[str] | None = None) -> Evaluated:
     """Evaluate the challenger and the current champion on the same test set, then run the evaluation
     suites (``evaluation.suites`` unless ``suites`` says otherwise) on the challenger."""
     from ctloop.data.training_set import read_training_set
@@ -128,10 +191,9 @@ def evaluate(params: Params, settings: Settings, data_dir: Path, challenger_vers
     out = out_dir or data_dir
     out.mkdir(parents=True, exist_ok=True)
     (out / "evaluation.json").write_text(json.dumps(record, indent=1, default=str))
-    return {"evaluation": str(out / "evaluation.json"), "challenger": challenger_version,
-            "champion": champion_version if champion else None, "test_rows": len(test),
-            "metrics": {k: round(v, 4) for k, v in challenger.metrics.items()},
-            "suites": {r["suite"]: r["summary"] for r in results}}
+    return Evaluated(str(out / "evaluation.json"), challenger_version, champion_version if champion else None,
+                     len(test), {k: round(v, 4) for k, v in challenger.metrics.items()},
+                     {r["suite"]: r["summary"] for r in results})
 
 
 def run_challenger_suites(params: Params, settings: Settings, test: Any, info: dict[str, Any], version: str,
@@ -162,7 +224,7 @@ def run_challenger_suites(params: Params, settings: Settings, test: Any, info: d
         import pandas as pd
 
         logged = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-        labels = labels_arrived(lake, as_of)
+        labels = labels_arrived(lake, as_of, since=min(days))
     keys: tuple[str, ...] = ("brier_score", "ece")
     calibration: dict[str, float] = {k: metrics[k] for k in keys if k in metrics}
     theirs: dict[str, float] | None = (
@@ -190,27 +252,21 @@ def _metric_entities(values: dict[str, float]) -> list[Any]:
     return [Metric(k, float(v), now, 0) for k, v in values.items()]
 
 
-def gate(params: Params, settings: Settings, evaluation_file: Path, challenger_run_id: str | None = None
-         ) -> GateDecision:
-    """Decide, then write the decision to the MLflow run and the model version (tags + JSON artifact)."""
+def gate(params: Params, settings: Settings, evaluation_file: Path) -> GateDecision:
+    """Decide, then keep the decision: whole on the challenger's MLflow run (the version's tags point at it),
+    beside the evaluation, and in the audit log."""
+    from ctloop.registry.mlflow_registry import store_gate_decision
+
     record = json.loads(evaluation_file.read_text())
     challenger = ModelEvaluation(**record["challenger"])
     champion = ModelEvaluation(**record["champion"]) if record.get("champion") else None
     decision = decide(challenger, champion, params.gate, record.get("suites"))
     client = configure_mlflow(settings)
     name = params.training.registered_model
-    compact = json.dumps({"passed": decision.passed, "champion": decision.champion,
-                          "reasons": decision.reasons})[:4900]
     assert challenger.version is not None
-    client.set_model_version_tag(name, challenger.version, f"{TAG}gate_passed", str(decision.passed).lower())
-    client.set_model_version_tag(name, challenger.version, f"{TAG}gate_decision", compact)
+    uri = store_gate_decision(client, name, challenger.version, decision.to_dict())
     (evaluation_file.parent / "gate_decision.json").write_text(decision.to_json())
     audit_record("gate", f"{name} v{challenger.version}", "passed" if decision.passed else "rejected", decision.reasons,
-           {"champion": decision.champion, "evaluation": str(evaluation_file)}, settings=settings)
-    run_id = challenger_run_id or client.get_model_version(name, challenger.version).run_id
-    if run_id:
-        client.set_tag(run_id, f"{TAG}gate_passed", str(decision.passed).lower())
-        client.set_tag(run_id, f"{TAG}gate_reasons", "; ".join(decision.reasons)[:4900])
-        client.log_text(run_id, decision.to_json(), "gate/decision.json")
-        client.log_metric(run_id, "gate_passed", float(decision.passed))
+                 {"champion": decision.champion, "evaluation": str(evaluation_file), "decision": uri},
+                 settings=settings)
     return decision

@@ -125,8 +125,8 @@ def retrain_build(run_type: Any, form: dict[str, Any], asset_extras: list[dict[s
     if trigger["kind"] == "drift" and recommended:
         window_days = int(recommended)
     info = prepare(params, lake, as_of, window_days, training_set_dir(lake, run_id), trigger)
-    return {"data_dir": info["dir"], "window": info["window"], "trigger": trigger,
-            "train_rows": info["train_rows"], "test_rows": info["test_rows"]}
+    return {"data_dir": info.dir, "window": info.window, "trigger": trigger,
+            "train_rows": info.train_rows, "test_rows": info.test_rows}
 
 
 @costed("ctloop_retrain", "validate_training_set", rows=lambda r: r["rows"], attach=True)
@@ -134,7 +134,7 @@ def retrain_validate(built: dict[str, Any]) -> dict[str, Any]:
     from ctloop.flows.retrain import validate_training_set
 
     settings, params, _ = _runtime()
-    return validate_training_set(params, settings, Path(built["data_dir"]))
+    return validate_training_set(params, settings, Path(built["data_dir"])).to_dict()
 
 
 @costed("ctloop_retrain", "train_challenger", rows=lambda r: r["train_rows"], attach=True)
@@ -145,7 +145,7 @@ def retrain_train(built: dict[str, Any], validated: dict[str, Any] | None, model
     from ctloop.flows.retrain import train
 
     settings, params, _ = _runtime()
-    result = train(params, settings, Path(built["data_dir"]), model=model, hyperparameters=hyperparameters)
+    result = train(params, settings, Path(built["data_dir"]), model=model, hyperparameters=hyperparameters).to_dict()
     emit_gauges("registry", {"model_size_bytes": result["model_size_bytes"]}, {"model": params.training.registered_model})
     upstream = [c for c in (built.get("cost"), (validated or {}).get("cost")) if c]
     return result | {"train_rows": built["train_rows"], "upstream_costs": upstream}
@@ -157,7 +157,7 @@ def retrain_evaluate(trained: dict[str, Any]) -> dict[str, Any]:
 
     settings, params, _ = _runtime()
     result = evaluate(params, settings, Path(trained["data_dir"]), trained["version"], trained["run_id"])
-    return result | {"run_id": trained["run_id"]}
+    return result.to_dict() | {"run_id": trained["run_id"]}
 
 
 @costed("ctloop_retrain", "gate", attach=True)
@@ -165,7 +165,7 @@ def retrain_gate(evaluated: dict[str, Any], trained: dict[str, Any]) -> dict[str
     from ctloop.flows.retrain import gate
 
     settings, params, _ = _runtime()
-    return gate(params, settings, Path(evaluated["evaluation"]), trained["run_id"]).to_dict() | {"run_id": trained["run_id"]}
+    return gate(params, settings, Path(evaluated["evaluation"])).to_dict() | {"run_id": trained["run_id"]}
 
 
 @costed("ctloop_retrain", "promote")
@@ -212,35 +212,39 @@ def rollback_champion(version: str | None, reason: str, dag_id: str, run_id: str
 def monitor_collect(interval_start: datetime | str) -> dict[str, Any]:
     from ctloop.flows.monitor import collect_window
 
-    _, params, lake = _runtime()
-    return collect_window(lake, params, _day(interval_start))
+    settings, params, lake = _runtime()
+    return collect_window(lake, params, _day(interval_start), settings).to_dict()
 
 
 @costed("ctloop_monitor", "measure_drift", rows=lambda r: r.get("rows"))
-def monitor_drift(interval_start: datetime | str) -> dict[str, Any]:
-    from ctloop.flows.monitor import measure_drift
+def monitor_drift(collected: dict[str, Any]) -> dict[str, Any]:
+    from ctloop.flows.monitor import measure_drift, report_dir
+    from ctloop.monitoring.records import WindowData
 
-    settings, params, lake = _runtime()
-    return measure_drift(lake, params, settings, _day(interval_start))
+    _, params, lake = _runtime()
+    data = WindowData.from_dict(collected)
+    return measure_drift(params, data, report_dir(lake, data.window) / "report.html").to_dict()
 
 
 @costed("ctloop_monitor", "measure_quality", rows=lambda r: r.get("labeled_rows"))
-def monitor_quality(interval_start: datetime | str) -> dict[str, Any]:
+def monitor_quality(collected: dict[str, Any]) -> dict[str, Any]:
     from ctloop.flows.monitor import measure_quality
+    from ctloop.monitoring.records import WindowData
 
-    settings, params, lake = _runtime()
-    return measure_quality(lake, params, settings, _day(interval_start))
+    _, params, lake = _runtime()
+    return measure_quality(lake, params, WindowData.from_dict(collected)).to_dict()
 
 
 @costed("ctloop_monitor", "decide")
-def monitor_decide(interval_start: datetime | str, collected: dict[str, Any], drift: dict[str, Any],
-                   quality: dict[str, Any], retrains_in_flight: int) -> dict[str, Any]:
+def monitor_decide(collected: dict[str, Any], drift: dict[str, Any], quality: dict[str, Any],
+                   retrains_in_flight: int) -> dict[str, Any]:
     from ctloop.flows.monitor import decide_window
+    from ctloop.monitoring.records import DriftMeasurement, QualityMeasurement, WindowData
 
     settings, params, lake = _runtime()
-    summary = decide_window(lake, params, settings, _day(interval_start), collected, drift, quality, retrains_in_flight)
-    return {"window": summary["window"], "decision": summary["decision"], "report": summary["report"],
-            "champion": summary["champion"]}
+    summary = decide_window(lake, params, settings, WindowData.from_dict(collected), DriftMeasurement.from_dict(drift),
+                            QualityMeasurement.from_dict(quality), retrains_in_flight).to_dict()
+    return {k: summary[k] for k in ("window", "decision", "report", "champion")}
 
 
 def monitor_event_extra(summary: dict[str, Any]) -> dict[str, Any]:

@@ -68,15 +68,17 @@ def parquet_files(path: Path) -> list[Path]:
     return files
 
 
-def sample_parquet(path: Path, columns: list[str] | None, n: int, seed: int = 0) -> tuple[pd.DataFrame, int]:
-    """A uniform sample of ``n`` rows (all rows when fewer) and the total row count, reading one row group at
-    a time so memory stays bounded by the sample plus one row group."""
+def sample_parquet(path: Path | list[Path], columns: list[str] | None, n: int, seed: int = 0
+                   ) -> tuple[pd.DataFrame, int]:
+    """A uniform sample of ``n`` rows (all rows when fewer) and the total row count of a file, a directory or
+    a list of files, reading one row group at a time so memory stays bounded by the sample plus one row
+    group."""
     import numpy as np
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    files = parquet_files(path)
+    files = path if isinstance(path, list) else parquet_files(path)
     try:
         handles = [pq.ParquetFile(f) for f in files]
     except (pa.ArrowException, OSError) as e:
@@ -190,3 +192,13 @@ def drift_between_files(reference: Path, current: Path, contract: DatasetSpec | 
     cur, cur_rows = sample_parquet(current, columns, policy.sample_rows, policy.seed + 1)
     numerical, categorical = column_kinds(ref, contract, columns)
     return detect_drift(ref, cur, numerical, categorical, policy, {"reference": ref_rows, "current": cur_rows}, report)
+
+
+def unseen_shares(reference: pd.DataFrame, current: pd.DataFrame, categorical: list[str]) -> dict[str, float]:
+    """Share of the window's rows whose categorical value never appears in the reference sample."""
+    out = {}
+    for c in categorical:
+        seen = set(reference[c].dropna().astype(str))
+        values = current[c].dropna().astype(str)
+        out[c] = float((~values.isin(seen)).mean()) if len(values) else 0.0
+    return out

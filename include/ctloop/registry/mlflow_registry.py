@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 CHAMPION, CHALLENGER, PREVIOUS, PREVIOUS_2 = "champion", "challenger", "previous", "previous-2"
 CANDIDATE = "candidate"  # a gated challenger waiting for approval (promotion.mode: manual)
 TAG = "ctloop."
+GATE_ARTIFACT = "gate/decision.json"
 
 
 def configure_mlflow(settings: Settings) -> MlflowClient:
@@ -175,6 +176,34 @@ def _move(client: MlflowClient, model: str, alias: str, version: str) -> dict[st
     return {"alias": alias, "from": before, "to": version}
 
 
+def store_gate_decision(client: MlflowClient, model: str, version: str, decision: dict[str, Any]) -> str:
+    """The gate's decision, whole, as the artifact ``gate/decision.json`` of the version's run; the run and
+    the version get ``gate_passed`` and a ``gate_decision`` tag pointing at it (never the decision cut to
+    fit a tag). Returns the artifact's URI."""
+    run_id = client.get_model_version(model, version).run_id
+    if not run_id:
+        raise RegistryError(f"{model} v{version} has no MLflow run to keep its gate decision with")
+    client.log_text(run_id, json.dumps(decision, indent=2, default=str), GATE_ARTIFACT)
+    uri = f"runs:/{run_id}/{GATE_ARTIFACT}"
+    passed = str(bool(decision["passed"])).lower()
+    for key, value in ((f"{TAG}gate_passed", passed), (f"{TAG}gate_decision", uri)):
+        client.set_model_version_tag(model, version, key, value)
+        client.set_tag(run_id, key, value)
+    client.log_metric(run_id, "gate_passed", float(decision["passed"]))
+    return uri
+
+
+def gate_decision_of(client: MlflowClient, model: str, version: str) -> dict[str, Any] | None:
+    """The decision a version's gate took (read back from its artifact), or None when it has none (never
+    gated, or rolled back since: a rolled-back version loses its gate pass)."""
+    import mlflow
+
+    uri = client.get_model_version(model, version).tags.get(f"{TAG}gate_decision")
+    if not uri:
+        return None
+    return dict(json.loads(mlflow.artifacts.load_text(uri)))
+
+
 def history_path(settings: Settings, model: str) -> Path:
     return settings.home / "registry" / f"{model}.alias-history.jsonl"
 
@@ -208,7 +237,7 @@ def describe_version(client: MlflowClient, model: str, version: str | None) -> d
     mv = client.get_model_version(model, version)
     run = client.get_run(mv.run_id) if mv.run_id else None
     tags = {k.removeprefix(TAG): v for k, v in mv.tags.items() if k.startswith(TAG)}
-    decision = json.loads(tags.pop("gate_decision")) if "gate_decision" in tags else None
+    decision = gate_decision_of(client, model, version) if tags.pop("gate_decision", None) else None
     return {
         "version": version,
         "run_id": mv.run_id,

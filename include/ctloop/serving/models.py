@@ -64,6 +64,8 @@ class ModelStore:
         """Read the routes file and the aliases; load, warm up and swap in whatever changed."""
         from ctloop.registry.mlflow_registry import CHAMPION, alias_version
 
+        assert self.client is not None, "attach() the registry client first"
+        client = self.client
         async with self._lock:
             loop = asyncio.get_running_loop()
             while True:
@@ -78,7 +80,7 @@ class ModelStore:
                     wanted.append(routes.canary_alias)
                 if routes.shadow:
                     wanted.append(routes.shadow_alias)
-                versions = {alias: await loop.run_in_executor(None, alias_version, self.client, self.name, alias)
+                versions = {alias: await loop.run_in_executor(None, alias_version, client, self.name, alias)
                             for alias in wanted}
                 loaded = {alias: None if version is None else await self._load(alias, version)
                           for alias, version in versions.items()}

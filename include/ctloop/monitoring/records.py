@@ -1,0 +1,113 @@
+"""What one monitoring window hands from step to step (the ``ctloop_monitor`` tasks pass them as XCom,
+serialised at the edge): the champion's reference, the window's data, the drift and quality measured."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ChampionReference:
+    """The champion the window is judged against: its reference sample (training rows with its scores,
+    stored with the version and cached locally) and its test-set quality."""
+
+    version: str
+    run_id: str
+    sample_path: str
+    quality: float | None
+    label_share: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class WindowData:
+    """The window's prediction-log partition, checked from Parquet footers once."""
+
+    window: date
+    rows: int
+    files: tuple[str, ...]
+    labels_arrived: int  # labels that arrived on the window's day
+    champion: ChampionReference
+
+    @property
+    def partition_exists(self) -> bool:
+        return bool(self.files)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"window": self.window.isoformat(), "rows": self.rows, "files": list(self.files),
+                "partition_exists": self.partition_exists, "labels_arrived": self.labels_arrived,
+                "champion": self.champion.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> WindowData:
+        return cls(date.fromisoformat(d["window"]), int(d["rows"]), tuple(d["files"]), int(d["labels_arrived"]),
+                   ChampionReference(**d["champion"]))
+
+
+@dataclass(frozen=True)
+class DriftMeasurement:
+    champion: str
+    rows: int
+    drift: dict[str, Any] | None = None  # Evidently's per-column result (DriftResult.to_dict())
+    report: str | None = None
+    drift_share: float | None = None
+    drifted_columns: tuple[str, ...] = ()
+    prediction_drift: bool | None = None
+    prediction_drift_score: float | None = None
+    unseen: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"drifted_columns": list(self.drifted_columns)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DriftMeasurement:
+        return cls(**{**d, "drifted_columns": tuple(d.get("drifted_columns") or ())})
+
+
+@dataclass(frozen=True)
+class QualityMeasurement:
+    """The champion's quality on the newest earlier window whose labels arrived (concept drift, one window
+    late), beside its test-set quality."""
+
+    quality: float | None
+    labeled_rows: int
+    quality_window: date | None
+    label_share: float | None
+    reference_quality: float | None
+    reference_label_share: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"quality_window": self.quality_window.isoformat() if self.quality_window else None}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> QualityMeasurement:
+        qw = d.get("quality_window")
+        return cls(d.get("quality"), int(d.get("labeled_rows") or 0),
+                   date.fromisoformat(str(qw)) if qw else None, d.get("label_share"),
+                   d.get("reference_quality"), d.get("reference_label_share"))
+
+
+@dataclass(frozen=True)
+class WindowSummary:
+    """One window's outcome: the evidence and the policy's decision (``summary.json`` beside the report,
+    the MLflow monitoring run and the drift Asset event all come from it)."""
+
+    window: date
+    rows: int
+    champion: str
+    drift: DriftMeasurement
+    quality: QualityMeasurement
+    decision: dict[str, Any]  # DriftDecision.to_dict()
+
+    def to_dict(self) -> dict[str, Any]:
+        d, q = self.drift, self.quality.to_dict()
+        return {"window": self.window.isoformat(), "rows": self.rows, "champion": self.champion,
+                "drift_share": d.drift_share, "drifted_columns": list(d.drifted_columns),
+                "prediction_drift": d.prediction_drift, "unseen": d.unseen, "report": d.report,
+                **{k: q[k] for k in ("quality", "labeled_rows", "quality_window", "reference_quality",
+                                     "label_share", "reference_label_share")},
+                "drift": d.drift, "decision": self.decision}

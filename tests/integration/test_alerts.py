@@ -16,6 +16,17 @@ from ctloop.core.settings import get_settings
 from tests.alert_helpers import WebhookReceiver, http_connection
 
 
+@pytest.fixture(autouse=True)
+def alerts_routed() -> Iterator[None]:
+    """This process's audit entries go out as alerts, as in a DAG task or a CLI verb."""
+    from ctloop.airflow_edge import alert_on_audit, route_audit_alerts
+    from ctloop.core.audit import unsubscribe
+
+    route_audit_alerts()
+    yield
+    unsubscribe(alert_on_audit)
+
+
 @pytest.fixture
 def receiver() -> Iterator[WebhookReceiver]:
     r = WebhookReceiver()

@@ -29,12 +29,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:  # type: 
     from ctloop.core.settings import get_settings
     from ctloop.data.store import Lake
     from ctloop.flows.ingest import ingest_day
+    from ctloop.flows.promotion import promote_version
     from ctloop.flows.retrain import (
         describe_trigger,
         evaluate,
         gate,
         prepare,
-        promote_version,
         train,
         training_set_dir,
         validate_training_set,
@@ -92,7 +92,7 @@ def test_curated_partitions_and_training_sets_are_tracked_and_pushed(world) -> N
 def test_lineage_resolves_to_existing_raw_partitions(world) -> None:  # type: ignore[no-untyped-def]
     from ctloop.flows.lineage import resolve_lineage
 
-    settings, params, lake, version = world["settings"], world["params"], world["lake"], world["trained"]["version"]
+    settings, params, lake, version = world["settings"], world["params"], world["lake"], world["trained"].version
     chain = resolve_lineage(settings, params, lake, version)
     assert chain.complete, chain.problems
     assert "champion" in chain.aliases
@@ -121,7 +121,7 @@ def test_reproduce_pulls_the_data_version_from_the_remote_and_matches(world) -> 
     shutil.rmtree(data)
     data.with_name(f"{data.name}.dvc").unlink()
     shutil.rmtree(settings.home / "dvc-cache")
-    done = run_cli("reproduce", world["trained"]["version"], "--json", env=world["env"])
+    done = run_cli("reproduce", world["trained"].version, "--json", env=world["env"])
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
     assert result["identical"] and result["data_matches"]
@@ -170,7 +170,7 @@ def test_a_changed_raw_batch_breaks_the_lineage(world) -> None:  # type: ignore[
     raw = world["lake"].raw_files(DAYS[2])[0]
     raw.chmod(0o644)
     raw.write_bytes(raw.read_bytes() + b"tampered")
-    shown = run_cli("lineage", world["trained"]["version"], "--json", env=world["env"])
+    shown = run_cli("lineage", world["trained"].version, "--json", env=world["env"])
     assert shown.returncode == 1
     problems = json.loads(shown.stdout)["problems"]
     assert any(str(raw) in p and "changed" in p for p in problems), problems

@@ -93,7 +93,8 @@ def _print_days(console: Console, title: str, summary: list[DayRow], states: dic
 
 def _backfill(airflow: Any, console: Console, settings: Settings, days: list[date], title: str) -> list[DayRow]:
     console.print(f"backfilling ctloop_ingest {days[0]} .. {days[-1]} through the scheduler ...")
-    airflow.wait_for_backfill(airflow.backfill("ctloop_ingest", days[0].isoformat(), days[-1].isoformat()))
+    airflow.wait_for_backfill(airflow.backfill("ctloop_ingest", days[0].isoformat(), days[-1].isoformat()),
+                              progress=lambda line: console.print(f"  {line}"))
     states = {r["logical_date"][:10]: r["state"] for r in airflow.dag_runs("ctloop_ingest")
               if r["dag_run_id"].startswith("backfill")}
     summary = summarise_days(settings.lake_root, days)
@@ -247,7 +248,7 @@ def _num(x: float | None) -> str:
 
 def run_demo(days: int = 14, extra_days: int = 7, scenario: str = "covariate_shift", production_days: int = 14,
              drift_day: int = 7, console: Console | None = None) -> dict[str, Any]:
-    from ctloop.dev.local_airflow import LocalAirflow, free_port
+    from ctloop.dev.local_airflow import LocalAirflow, free_port, stop_on_signals
     from ctloop.dev.stores import init_stores
 
     console = console or Console(width=None if Console().is_terminal else 150)
@@ -279,7 +280,8 @@ def run_demo(days: int = 14, extra_days: int = 7, scenario: str = "covariate_shi
     airflow = LocalAirflow.from_settings(settings, port=free_port())
     console.print(f"starting Airflow (LocalExecutor, parallelism 4) on {airflow.base_url} ...")
     report: dict[str, Any] = {}
-    with airflow:
+    # SIGTERM/SIGINT stop every Airflow process and the server this demo started
+    with stop_on_signals(), airflow:
         airflow.wait_for_dags(["ctloop_ingest", "ctloop_retrain", "ctloop_monitor"])
         for dag_id in ("ctloop_ingest", "ctloop_retrain", "ctloop_monitor"):
             airflow.unpause(dag_id)

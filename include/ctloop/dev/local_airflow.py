@@ -4,10 +4,22 @@ end-to-end tests; production uses the compose stack instead.
 
 Nothing here schedules work itself: runs are created through Airflow (backfills, the REST API, assets)
 and executed by the real scheduler.
+
+Whatever starts Airflow here watches it: every wait checks that each process it started is alive and
+fails at once naming the process, its exit code and its log (a scheduler that died must not leave a
+demo waiting in silence), and :meth:`LocalAirflow.stop` ends every process group it started.
+
+SQLite and backfills: Airflow creates a backfill's runs one by one (on SQLite each savepoint commits), and
+when the database is locked part-way it deletes the runs it made and answers 503. A scheduler that had
+already started creating those runs' task instances then dies (``FOREIGN KEY constraint failed``, then
+``ObjectDeletedError``). So a backfill is created while its DAG is paused (the scheduler leaves a paused
+DAG's runs alone), the POST is never retried blindly (a 409 means the first attempt's backfill exists and
+is adopted when it matches), and SQLite waits up to :data:`SQLITE_BUSY_SECONDS` for a lock instead of 5.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -16,14 +28,24 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ctloop.core.errors import AirflowRuntimeFailed
 from ctloop.core.settings import Settings, get_settings
 
+if TYPE_CHECKING:
+    import httpx
+
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+SQLITE_BUSY_SECONDS = 60
+# [database] sql_alchemy_connect_args(_async) of the embedded Airflow (import paths to these dicts)
+SQLITE_CONNECT_ARGS: dict[str, Any] = {"timeout": SQLITE_BUSY_SECONDS}
+SQLITE_CONNECT_ARGS_ASYNC: dict[str, Any] = {"timeout": SQLITE_BUSY_SECONDS}
 TELEMETRY_OFF = {
     "DO_NOT_TRACK": "true",
     "SCARF_ANALYTICS": "false",
@@ -32,6 +54,23 @@ TELEMETRY_OFF = {
     "DVC_NO_ANALYTICS": "1",
     "GX_ANALYTICS_ENABLED": "false",
 }
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGTERM (and SIGINT, SIGHUP) unwind the block like an exception, so the ``finally`` clauses and
+    context managers inside it stop every process they started; the handlers in force before come back
+    after."""
+    def unwind(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    before = {s: signal.signal(s, unwind) for s in handled}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
 
 
 def free_port() -> int:
@@ -90,6 +129,8 @@ class LocalAirflow:
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "4",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{__name__}.SQLITE_CONNECT_ARGS",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{__name__}.SQLITE_CONNECT_ARGS_ASYNC",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__HOST": "127.0.0.1",
@@ -174,16 +215,25 @@ class LocalAirflow:
         self.processes[f"celery-{name}"] = proc
         return proc
 
+    def check_processes(self) -> None:
+        """Fail at once, naming the process and its log, when any process started here has exited."""
+        for name, proc in self.processes.items():
+            if proc.poll() is not None:
+                log = self.home / "process-logs" / (name + ".log")
+                tail = ""
+                if log.exists():
+                    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+                    tail = f"; last line: {lines[-1][:300]}" if lines else ""
+                raise AirflowRuntimeFailed(f"airflow {name} (pid {proc.pid}) exited with {proc.returncode}; "
+                                           f"see {log}{tail}")
+
     def wait_healthy(self, timeout: float = 120) -> None:
         import httpx
 
         deadline = time.monotonic() + timeout
         last: Any = None
         while time.monotonic() < deadline:
-            for name, proc in self.processes.items():
-                if proc.poll() is not None:
-                    raise AirflowRuntimeFailed(
-                        f"airflow {name} exited with {proc.returncode}; see {self.home / 'process-logs' / (name + '.log')}")
+            self.check_processes()
             try:
                 r = httpx.get(f"{self.base_url}/api/v2/monitor/health", timeout=2)
                 last = r.json()
@@ -241,16 +291,23 @@ class LocalAirflow:
         r.raise_for_status()
         return str(r.json()["access_token"])
 
-    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One REST call. Idempotent calls are retried on 503 (Airflow's "try again", e.g. SQLite locked);
+        a POST never is: it may have done its work before the 503."""
         import httpx
 
         headers = {"Authorization": f"Bearer {self.token()}"}
-        # 503 is Airflow's "try again" (e.g. SQLite locked by the scheduler while a backfill is created)
-        for attempt in range(12):
-            r = httpx.request(method, f"{self.base_url}/api/v2{path}", headers=headers, timeout=30, **kwargs)
+        attempts = 1 if method.upper() == "POST" else 12
+        for attempt in range(attempts):
+            self.check_processes()
+            r = httpx.request(method, f"{self.base_url}/api/v2{path}", headers=headers, timeout=60, **kwargs)
             if r.status_code != 503:
                 break
             time.sleep(min(0.5 * 2**attempt, 5))
+        return r
+
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        r = self.request(method, path, **kwargs)
         if r.status_code >= 400:
             raise AirflowRuntimeFailed(f"{method} /api/v2{path} -> {r.status_code}: {r.text[:500]}")
         return r.json() if r.content else None
@@ -259,6 +316,7 @@ class LocalAirflow:
         """Wait until the dag-processor has parsed and stored every DAG (no import errors)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            self.check_processes()
             errors = self.api("GET", "/importErrors").get("import_errors", [])
             if errors:
                 raise AirflowRuntimeFailed(f"DAG import errors: {errors}")
@@ -275,24 +333,74 @@ class LocalAirflow:
         self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
 
     def backfill(self, dag_id: str, from_date: str, to_date: str, max_active_runs: int = 4) -> int:
-        """Create a backfill (the scheduler runs it). A backfill left unfinished by an earlier, interrupted
-        session is cancelled first: Airflow allows one running backfill per DAG."""
+        """Create a backfill (the scheduler runs it) and return its id. A backfill left unfinished by an
+        earlier, interrupted session is cancelled first: Airflow allows one running backfill per DAG.
+
+        The DAG is paused while its runs are created (see the module docstring) and unpaused after. A 503
+        (SQLite locked) is retried only once Airflow has removed the partial backfill; a 409 after a 503
+        means our own first attempt got through, and its backfill is used."""
         for old in self.api("GET", "/backfills", params={"dag_id": dag_id}).get("backfills", []):
             if not old.get("completed_at"):
                 self.api("PUT", f"/backfills/{old['id']}/cancel")
         body = {"dag_id": dag_id, "from_date": f"{from_date}T00:00:00Z", "to_date": f"{to_date}T00:00:00Z",
                 "max_active_runs": max_active_runs, "reprocess_behavior": "completed"}
-        return int(self.api("POST", "/backfills", json=body)["id"])
+        self.pause(dag_id)
+        try:
+            for attempt in range(8):
+                r = self.request("POST", "/backfills", json=body)
+                if r.status_code == 200:
+                    return int(r.json()["id"])
+                if r.status_code == 409 and attempt > 0:
+                    mine = self._unfinished_backfill(dag_id, body)
+                    if mine is not None:
+                        return mine
+                if r.status_code not in (409, 503) or (r.status_code == 409 and attempt == 0):
+                    raise AirflowRuntimeFailed(f"POST /api/v2/backfills ({dag_id} {from_date}..{to_date}) -> "
+                                               f"{r.status_code}: {r.text[:500]}")
+                time.sleep(min(0.5 * 2**attempt, 5))
+            raise AirflowRuntimeFailed(f"POST /api/v2/backfills ({dag_id} {from_date}..{to_date}): the metadata "
+                                       f"DB stayed locked (503) over 8 attempts")
+        finally:
+            self.unpause(dag_id)
 
-    def wait_for_backfill(self, backfill_id: int, timeout: float = 900) -> dict[str, Any]:
-        """Wait until the scheduler marks the backfill complete (all its runs finished)."""
+    def _unfinished_backfill(self, dag_id: str, body: dict[str, Any]) -> int | None:
+        """The unfinished backfill of ``dag_id`` over the same dates, if a first attempt created it whole;
+        a partial one is cancelled (its runs never started: the DAG is paused)."""
+        for b in self.api("GET", "/backfills", params={"dag_id": dag_id}).get("backfills", []):
+            if b.get("completed_at"):
+                continue
+            same = b["from_date"][:10] == body["from_date"][:10] and b["to_date"][:10] == body["to_date"][:10]
+            runs = [r for r in self.dag_runs(dag_id) if r.get("run_type") == "backfill"
+                    and body["from_date"][:10] <= r["logical_date"][:10] <= body["to_date"][:10]
+                    and r["state"] == "queued"]
+            expected = (date.fromisoformat(body["to_date"][:10]) - date.fromisoformat(body["from_date"][:10])).days + 1
+            if same and len(runs) >= expected:
+                return int(b["id"])
+            self.api("PUT", f"/backfills/{b['id']}/cancel")
+        return None
+
+    def wait_for_backfill(self, backfill_id: int, timeout: float = 900,
+                          progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """Wait until the scheduler marks the backfill complete (all its runs finished), checking the Airflow
+        processes all along; ``progress`` gets a line whenever the runs' states change."""
         deadline = time.monotonic() + timeout
+        last = ""
         while time.monotonic() < deadline:
             info = self.api("GET", f"/backfills/{backfill_id}")
             if info.get("completed_at"):
                 return dict(info)
+            if progress is not None:
+                runs = [r for r in self.dag_runs(info["dag_id"]) if r.get("run_type") == "backfill"
+                        and info["from_date"][:10] <= (r.get("logical_date") or "")[:10] <= info["to_date"][:10]]
+                states = Counter(r["state"] for r in runs)
+                line = (f"{info['dag_id']} backfill {backfill_id}: "
+                        + ", ".join(f"{n} {s}" for s, n in sorted(states.items())) if runs else "runs being created")
+                if line != last:
+                    progress(line)
+                    last = line
             time.sleep(1)
-        raise AirflowRuntimeFailed(f"backfill {backfill_id} not complete within {timeout:.0f}s")
+        raise AirflowRuntimeFailed(f"backfill {backfill_id} not complete within {timeout:.0f}s; scheduler log: "
+                                   f"{self.home / 'process-logs' / 'scheduler.log'}")
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None, logical_date: str | None = None) -> str:
         body: dict[str, Any] = {"conf": conf or {}, "logical_date": logical_date}
@@ -310,6 +418,7 @@ class LocalAirflow:
         deadline = time.monotonic() + timeout
         runs: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
+            self.check_processes()
             runs = [r for r in self.dag_runs(dag_id) if run_filter is None or run_filter in r["dag_run_id"]]
             done = [r for r in runs if r["state"] in ("success", "failed")]
             if len(done) >= count:

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ctloop.core.params import CanaryGuardSpec, get_params
 from ctloop.decisions.canary import judge_canary
@@ -98,6 +102,56 @@ def test_log_writer_keeps_rows_when_a_write_fails() -> None:
     time.sleep(0.3)
     writer.close()
     assert writer.write_errors == 1 and writer.written == 50 and writer.dropped == 0
+
+
+@settings(max_examples=25, deadline=None, database=None, derandomize=True)
+@given(n=st.integers(1, 60), poisoned=st.sets(st.integers(0, 59), max_size=6),
+       when=st.sampled_from([datetime(3000, 1, 1, tzinfo=UTC), datetime(1500, 6, 1, tzinfo=UTC), "not a time"]))
+def test_poisoned_rows_are_dead_lettered_and_every_other_row_is_written(n: int, poisoned: set[int], when: Any) -> None:
+    """A row the lake cannot store (an event time past pandas' range) is isolated: every other row of
+    its batch is written, the bad one goes to the dead-letter file with the reason, nothing is dropped,
+    and the log goes on writing what comes after."""
+    import json
+    import tempfile
+
+    from ctloop.data.predictions import write_dead_letters, write_predictions
+    from ctloop.data.store import Lake
+
+    bad = {i for i in poisoned if i < n}
+    with tempfile.TemporaryDirectory() as tmp:
+        lake = Lake(Path(tmp))
+        writer = LogWriter(lambda frame, stem: write_predictions(lake, frame, stem), ["request_id", "ts", "score"],
+                           flush_seconds=0.05, flush_rows=1000, max_queue_rows=10_000,
+                           dead_letter=lambda rows, reason, stem: write_dead_letters(lake, rows, reason, stem))
+        day = datetime(2026, 1, 5, 12, tzinfo=UTC)
+        writer.offer([{"request_id": f"r{i}", "ts": when if i in bad else day, "score": 0.5} for i in range(n)])
+        writer.offer([{"request_id": "after", "ts": day, "score": 0.5}])
+        writer.close()
+        assert (writer.written, writer.dead_lettered, writer.dropped, writer.depth) == (n - len(bad) + 1, len(bad), 0, 0)
+        files = sorted((lake.root / "predictions").glob("dt=*/hour=*/*.parquet"))
+        stored = set(pd.concat([pd.read_parquet(f) for f in files])["request_id"]) if files else set()
+        assert stored == {f"r{i}" for i in range(n) if i not in bad} | {"after"}
+        letters = [json.loads(line) for f in (lake.root / "dead_letter" / "predictions").glob("*.jsonl")
+                   for line in f.read_text().splitlines()] if bad else []
+        assert sorted(x["row"]["request_id"] for x in letters) == sorted(f"r{i}" for i in bad)
+        assert all(x["reason"] for x in letters)
+        assert not list(lake.root.rglob("*.tmp")), "no half-written file is left behind"
+
+
+def test_the_queue_depth_counts_the_rows_being_written() -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def slow(frame: pd.DataFrame, stem: str) -> None:
+        started.set()
+        release.wait(10)
+
+    writer = LogWriter(slow, ["request_id"], flush_seconds=0.01, flush_rows=1, max_queue_rows=100)
+    writer.offer([{"request_id": f"r{i}"} for i in range(7)])
+    assert started.wait(10)
+    assert writer.depth == 7, "rows taken for the write in progress are still waiting to be stored"
+    release.set()
+    writer.close()
+    assert writer.depth == 0 and writer.written == 7
 
 
 @pytest.fixture(scope="module")

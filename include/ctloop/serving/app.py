@@ -30,7 +30,7 @@ from ctloop.serving.batcher import MicroBatcher
 from ctloop.serving.guard import CanaryGuard
 from ctloop.serving.handler import PredictionHandler
 from ctloop.serving.models import ModelStore
-from ctloop.serving.routing import read_routes, write_routes
+from ctloop.serving.routing import read_routes, routes_openapi, write_routes
 
 if TYPE_CHECKING:
     from ctloop.core.params import Params
@@ -234,7 +234,7 @@ def create_app(settings: Settings, params: Params) -> FastAPI:
         """Versions and routes in force, and the canary guard's view."""
         return respond(200, state.describe())
 
-    @app.put("/routes")
+    @app.put("/routes", openapi_extra=routes_openapi())
     @guarded("/routes", needs_body=True)
     async def routes(request: Request) -> Response:
         """Change canary and shadow at run time: `{"canary_fraction": 0.1, "shadow": true}`."""

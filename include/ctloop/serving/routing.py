@@ -64,6 +64,15 @@ class Routes:
                        updated_at=datetime.now(UTC).isoformat(timespec="seconds"), updated_by=by)
 
 
+def routes_openapi() -> dict[str, Any]:
+    """The request body of ``PUT /routes`` for the OpenAPI schema (what :meth:`Routes.changed` accepts)."""
+    alias = {"type": "string", "enum": list(ALIASES)}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "additionalProperties": False,
+        "properties": {"canary_fraction": {"type": "number", "minimum": 0, "maximum": 1},
+                       "canary_alias": alias, "shadow": {"type": "boolean"}, "shadow_alias": alias}}}}}}
+
+
 def routes_path(home: Path) -> Path:
     return home / "serving" / "routes.json"
 

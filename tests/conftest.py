@@ -98,9 +98,11 @@ def gate_version(client, name: str, version: str, passed: bool, champion: str | 
                                                 "challenger": version, "checks": []})
 
 
-def version_with_run(client, name: str, source: str) -> str:  # type: ignore[no-untyped-def]
-    """A model version registered with a run of its own (as `ctloop train` registers them)."""
+def version_with_run(client, name: str, source: str | None = None) -> str:  # type: ignore[no-untyped-def]
+    """A model version registered with a run of its own (as `ctloop train` registers them); its source is
+    inside the run's artifacts unless given (a tracking server insists on that)."""
     experiment = client.get_experiment_by_name("registry-tests") or None
     experiment_id = experiment.experiment_id if experiment else client.create_experiment("registry-tests")
     run = client.create_run(experiment_id)
+    source = source or f"{run.info.artifact_uri}/model"
     return str(client.create_model_version(name, source=source, run_id=run.info.run_id).version)

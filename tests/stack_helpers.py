@@ -70,3 +70,114 @@ class Redis:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
+
+
+class MlflowServer:
+    """A real ``mlflow server`` (SQLite backend, local artifacts) on a loopback port; kill it to make an
+    outage, start it again on the same store to end it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        root.mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        import sys
+
+        import httpx
+
+        exe = str(Path(sys.executable).with_name("mlflow"))
+        log = (self.root / "server.log").open("ab")
+        self.proc = subprocess.Popen(
+            [exe, "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+             "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+             "--default-artifact-root", (self.root / "artifacts").as_uri()],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited {self.proc.returncode}; see {self.root / 'server.log'}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError("mlflow server did not answer /health within 120 s")
+
+    def kill(self) -> None:
+        import signal
+
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(30)
+
+
+class KillSwitchProxy:
+    """An HTTP proxy in front of a real server that kills it (``kill``) right after the ``after``-th
+    request whose path contains ``trigger`` was answered: a server dying in the middle of a sequence of
+    calls, at a chosen point. After that, every connection is dropped, as a dead server's would be."""
+
+    def __init__(self, upstream: str, trigger: str, after: int, kill: object) -> None:
+        import http.server
+        import threading
+
+        import httpx
+
+        self.port = free_port()
+        self.seen = 0
+        self.dead = False
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _forward(self) -> None:
+                if proxy.dead:
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                try:
+                    r = httpx.request(self.command, upstream + self.path, headers=headers, content=body, timeout=60)
+                except httpx.HTTPError:
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                self.send_response(r.status_code)
+                for k, v in r.headers.items():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                        self.send_header(k, v)
+                self.send_header("content-length", str(len(r.content)))
+                self.end_headers()
+                self.wfile.write(r.content)
+                if proxy.trigger in self.path and self.command != "GET":
+                    proxy.seen += 1
+                    if proxy.seen >= proxy.after:
+                        proxy.dead = True
+                        kill()  # type: ignore[operator]
+
+            do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _forward
+
+        self.trigger, self.after = trigger, after
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -160,7 +160,7 @@ def test_failures_alert_and_every_task_reports_its_cost(loop_airflow, receivers)
     assert metrics["cost.total.tasks"] == len(tasks), sorted(k for k in metrics if k.startswith("cost."))
     assert metrics["cost.total.cpu_seconds"] == pytest.approx(sum(metrics[f"cost.{t}.cpu_seconds"] for t in tasks))
     assert metrics["cost.train_challenger.rows"] == metrics["train_rows"] and metrics["model_size_bytes"] > 10_000
-    assert metrics["cost.train_challenger.cpu_seconds"] > 0.1 and metrics["cost.evaluate.rows"] == metrics["test_rows"]
+    assert metrics["cost.train_challenger.cpu_seconds"] > 0 and metrics["cost.evaluate.rows"] == metrics["test_rows"]
 
     gauges = [(n, v, t) for n, v, k, t in statsd.parsed() if k == "g"]
     costed = {(t["dag"], t["task"]) for n, _, t in gauges if n == "ctloop.task.cpu_seconds" and t["outcome"] == "success"}
@@ -183,7 +183,8 @@ def test_a_worker_killed_mid_task_ends_with_the_task_retried_elsewhere(loop_airf
                 break
         time.sleep(0.2)
     assert victim is not None, "no ctloop_retrain task was seen running"
-    os.killpg(airflow.processes[f"celery-{victim}"].pid, signal.SIGKILL)  # the worker and its task, at once
+    killed = airflow.forget(f"celery-{victim}")  # killed on purpose: the runner must not report it
+    os.killpg(killed.pid, signal.SIGKILL)  # the worker and its task, at once
     [run] = airflow.wait_for_runs("ctloop_retrain", 1, timeout=600, run_filter=run_id)
     tis = {t["task_id"]: t for t in airflow.task_instances("ctloop_retrain", run_id)}
     assert run["state"] == "success", {k: v["state"] for k, v in tis.items()}

@@ -6,6 +6,7 @@ One module per verb group (``data``, ``training``, ``registry``, ``monitoring``,
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -28,11 +29,30 @@ def main() -> None:
         sys.exit(e.exit_code)
     except typer.Abort:
         sys.exit(130)
-    except TyperException as e:  # usage errors (bad option values) surface here in non-standalone mode
-        show = getattr(e, "show", None)
-        if show is not None:
-            show()
+    except TyperException as e:  # usage errors (bad option values): one line; no arguments: the help
+        if type(e).__name__ == "NoArgsIsHelpError":
+            getattr(e, "show", lambda: None)()
+            sys.exit(2)
+        format_message = getattr(e, "format_message", None)
+        message = format_message() if format_message is not None else str(e)
+        typer.echo(f"ctloop: error: {' '.join(message.split())}", err=True)
         sys.exit(2)
+    except OSError as e:  # the machine, not the input: a full disk, a permission, a vanished file
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        typer.echo(f"ctloop: error: {e.strerror or e}{where}", err=True)
+        sys.exit(2 if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError)) else 1)
+    except Exception as e:  # a dependency that failed deep inside a library, or a bug: one line either way
+        if os.environ.get("CTLOOP_DEBUG"):
+            raise
+        text = " ".join(str(e).split())[:400]
+        if type(e).__module__.split(".")[0] in ("mlflow", "requests", "urllib3"):
+            from ctloop.core.settings import get_settings
+
+            typer.echo(f"ctloop: error: MLflow at {get_settings().tracking_uri}: {text}", err=True)
+            sys.exit(2)
+        typer.echo(f"ctloop: error: unexpected {type(e).__name__}: {text} (CTLOOP_DEBUG=1 shows the traceback)",
+                   err=True)
+        sys.exit(1)
     # in non-standalone mode click returns the code of typer.Exit instead of raising it
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import date
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from ctloop.core.errors import UsageError, shown
 
 if TYPE_CHECKING:
     from ctloop.core.params import Params
@@ -34,6 +37,16 @@ app.add_typer(airflow_app, name="airflow")
 app.add_typer(alerts_app, name="alerts")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")]
+
+
+def parse_day(value: str, option: str) -> date:
+    """A ``YYYY-MM-DD`` option value, or a one-line :class:`UsageError` naming the option (exit 2)."""
+    try:
+        if len(value) == 10 and value[4] == value[7] == "-":
+            return date.fromisoformat(value)
+    except ValueError:
+        pass
+    raise UsageError(f"{option} {shown(value)}: expected a date YYYY-MM-DD")
 
 
 def emit(obj: dict[str, Any], as_json: bool, text: str) -> None:

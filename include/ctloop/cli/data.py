@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ctloop.cli.app import JsonFlag, app, emit, runtime, simulate_app, suite_app
+from ctloop.cli.app import JsonFlag, app, emit, parse_day, runtime, simulate_app, suite_app
 from ctloop.core.errors import CtloopError
 
 
@@ -27,7 +27,7 @@ def simulate_batch(
 
     try:
         spec = SimulationSpec(scenario=scenario, rows=rows, magnitude=magnitude, seed=seed,
-                              drift_start=date.fromisoformat(drift_start) if drift_start else None)
+                              drift_start=parse_day(drift_start, "--drift-start") if drift_start is not None else None)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
     frame = simulate_day(day.date() if hasattr(day, "date") else day, spec)
@@ -62,8 +62,8 @@ def simulate_traffic_cmd(
     if not 0 <= label_fraction <= 1:
         raise typer.BadParameter(f"--label-fraction must be within [0, 1], got {label_fraction}")
     settings, params, lake = runtime()
-    spec = TrafficSpec(date.fromisoformat(start), days, scenario,
-                       date.fromisoformat(drift_start) if drift_start else None, rows_per_day,
+    spec = TrafficSpec(parse_day(start, "--start"), days, scenario,
+                       parse_day(drift_start, "--drift-start") if drift_start is not None else None, rows_per_day,
                        label_delay_days, label_fraction)
     if url:
         from ctloop.dev.client import http_client, send_traffic, wait_ready
@@ -116,7 +116,7 @@ def validate(
 
     settings, params, _ = runtime()
     frame = read_batch(file, params.dataset)
-    interval = interval_of(date.fromisoformat(day)) if day else None
+    interval = interval_of(parse_day(day, "--date")) if day is not None else None
     report = validate_frame(frame, params, open_context(settings), interval=interval, suite_name=suite,
                             source=str(file))
     emit(report.to_dict(), as_json, f"{file}: {'PASSED' if report.success else 'FAILED'}: {report.summary()}")
@@ -133,7 +133,7 @@ def ingest(
     from ctloop.validation.context import open_context
 
     settings, params, lake = runtime()
-    outcome = ingest_day(date.fromisoformat(day), params, lake, open_context(settings))
+    outcome = ingest_day(parse_day(day, "--date"), params, lake, open_context(settings))
     emit(outcome.to_dict(), as_json, f"{day}: {outcome.status} ({outcome.rows} rows) -> {outcome.location}")
     if outcome.status != "curated":
         raise typer.Exit(1)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ctloop.cli.app import JsonFlag, app, emit, runtime
+from ctloop.cli.app import JsonFlag, app, emit, parse_day, runtime
 
 
 @app.command()
@@ -22,13 +21,12 @@ def drift(
     as_json: JsonFlag = False,
 ) -> None:
     """Evidently data drift between two Parquet datasets of any size (bounded uniform samples)."""
-    import pyarrow.parquet as pq
-
     from ctloop.flows.monitor import drift_policy
-    from ctloop.monitoring.drift import drift_between_files, parquet_files
+    from ctloop.monitoring.drift import drift_between_files, parquet_columns
 
     _, params, _ = runtime()
-    names = pq.ParquetFile(parquet_files(reference)[0]).schema_arrow.names
+    names = parquet_columns(reference)
+    parquet_columns(current)  # both sides readable before any work
     wanted = columns.split(",") if columns else ([c for c in params.dataset.features if c in names] or names)
     result = drift_between_files(reference, current, params.dataset, drift_policy(params), wanted, report)
     body = result.to_dict()
@@ -47,6 +45,6 @@ def monitor(
     from ctloop.flows.monitor import assess_window
 
     settings, params, lake = runtime()
-    summary = assess_window(lake, params, settings, date.fromisoformat(day)).to_dict()
+    summary = assess_window(lake, params, settings, parse_day(day, "--date")).to_dict()
     d = summary["decision"]
     emit(summary, as_json, f"{day}: {d['status']} (trigger: {d['trigger']})\n  - " + "\n  - ".join(d["reasons"]))

@@ -72,7 +72,7 @@ def status(as_json: JsonFlag = False) -> None:
     from ctloop.registry.mlflow_registry import configure_mlflow, registry_status
 
     settings, params, _ = runtime()
-    st = registry_status(configure_mlflow(settings), params.training.registered_model)
+    st = registry_status(configure_mlflow(settings), params.training.registered_model, settings)
     if as_json:
         emit(st, True, "")
         return

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ctloop.cli.app import JsonFlag, app, emit, golden_app, runtime
+from ctloop.cli.app import JsonFlag, app, emit, golden_app, parse_day, runtime
 from ctloop.core.errors import CtloopError
 
 DataDir = Annotated[Path, typer.Option("--data-dir", help="training-set directory written by `ctloop prepare`")]
@@ -40,7 +40,7 @@ def prepare(
     from ctloop.flows.retrain import prepare as prepare_set
 
     settings, params, lake = runtime()
-    prepared = prepare_set(params, lake, date.fromisoformat(as_of) if as_of else None, window_days, out_dir,
+    prepared = prepare_set(params, lake, parse_day(as_of, "--as-of") if as_of is not None else None, window_days, out_dir,
                        describe_trigger(None, reason, None))
     info = prepared.to_dict() | {"validation": validate_training_set(params, settings, out_dir).to_dict()}
     w = info["window"]
@@ -141,7 +141,7 @@ def golden_add(
         raise typer.BadParameter("--note: say why this case belongs in the golden set")
     base = lake.root / "predictions"
     logged = sorted(date.fromisoformat(p.name[3:]) for p in base.glob("dt=*")) if base.exists() else []
-    last = date.fromisoformat(until) if until else (logged[-1] if logged else date.today())
+    last = parse_day(until, "--until") if until is not None else (logged[-1] if logged else date.today())
     search = [last - timedelta(days=i) for i in range(days)]
     cases = add_from_log(lake, params.dataset, request_ids, label, note, search)
     path = settings.project_dir / params.evaluation.golden.path

@@ -102,20 +102,44 @@ class AuditLog:
             os.replace(tmp, self.head_path)
         return entry
 
-    def entries(self) -> list[dict[str, Any]]:
+    def lines(self) -> list[str | UnicodeDecodeError]:
+        """The log's lines; a line that is not UTF-8 (an edited byte) is its decoding error, to be named."""
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        out: list[str | UnicodeDecodeError] = []
+        for raw in self.path.read_bytes().splitlines():
+            try:
+                out.append(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                out.append(e)
+        return out
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Every entry, oldest first; a line that is not an entry raises :class:`AuditTampered` naming it."""
+        from ctloop.core.errors import AuditTampered
+
+        out = []
+        for n, line in enumerate(self.lines(), start=1):
+            try:
+                if isinstance(line, UnicodeDecodeError):
+                    raise ValueError(f"not UTF-8 text (byte {line.start + 1})")
+                if line.strip():
+                    out.append(json.loads(line))
+            except ValueError as e:
+                raise AuditTampered(f"{self.path}:{n}: {e}; run `ctloop audit verify`") from None
+        return out
 
     def verify(self) -> AuditVerification:
         """Walk the chain; the first line whose content, sequence number or link is wrong is named."""
         head_seq, head_hash = self._head()
         head = {"seq": head_seq, "hash": head_hash}
-        lines = self.path.read_text().splitlines() if self.path.exists() else []
+        lines = self.lines()
         prev = GENESIS
         for n, line in enumerate(lines, start=1):
             def bad(problem: str, n: int = n) -> AuditVerification:
                 return AuditVerification(False, len(lines), n, problem, head)
+            if isinstance(line, UnicodeDecodeError):
+                return bad(f"not UTF-8 text: byte {line.start + 1} of the line was edited")
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError:

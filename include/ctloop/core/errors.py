@@ -21,6 +21,10 @@ class CtloopError(Exception):
     exit_code = 2
 
 
+class UsageError(CtloopError):
+    """A command-line argument is not what the verb takes; the message names the option and the value."""
+
+
 class ConfigError(CtloopError):
     """params.yaml or a runtime setting is invalid; the message names the key."""
 
@@ -67,6 +71,16 @@ class PromotionConflict(CtloopError):
 
 class RegistryError(CtloopError):
     """A registered model, version or alias that was asked for does not exist."""
+
+
+class DependencyUnavailable(CtloopError):
+    """A service ctloop needs (the MLflow tracking server, the metadata DB) did not answer within the
+    bounded retries; the message names its URI. Never mistaken for an empty answer."""
+
+
+class StorageFull(DependencyUnavailable):
+    """The disk (or quota) under the lake or a store is full; the message names the directory and the
+    space. Whatever was half-written is removed."""
 
 
 class AirflowRuntimeFailed(CtloopError):

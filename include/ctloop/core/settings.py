@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     statsd_host: str | None = None
     statsd_port: int = 9125
     statsd_prefix: str = "ctloop"
+    # MLflow over HTTP: a bounded back-off, so an outage is reported in seconds, not minutes (DAG tasks
+    # retry through Airflow on top of this)
+    mlflow_retries: int = Field(default=2, ge=0, le=10)
+    mlflow_timeout_seconds: int = Field(default=10, ge=1)
 
     @model_validator(mode="after")
     def _resolve(self) -> Settings:

@@ -38,6 +38,7 @@ gate_decision.json
 .*.staging-*
 .*.old-*
 .incoming-*
+.*.unversioned
 .ctloop-dvc.lock
 """
 

@@ -152,6 +152,10 @@ class LocalAirflow:
         if s.schedule_end is not None:
             env["CTLOOP_SCHEDULE_END"] = s.schedule_end.isoformat()
         env.update(self.extra_env)
+        if not env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite"):  # the busy wait is SQLite's
+            for key in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC"):
+                if key not in self.extra_env:
+                    env.pop(key, None)
         return env
 
     def airflow_bin(self) -> str:
@@ -214,6 +218,10 @@ class LocalAirflow:
                                     stderr=subprocess.STDOUT, start_new_session=True)
         self.processes[f"celery-{name}"] = proc
         return proc
+
+    def forget(self, name: str) -> subprocess.Popen[bytes]:
+        """Stop watching a process (the caller is about to stop it on purpose) and hand it over."""
+        return self.processes.pop(name)
 
     def check_processes(self) -> None:
         """Fail at once, naming the process and its log, when any process started here has exited."""

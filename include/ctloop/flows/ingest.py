@@ -129,8 +129,10 @@ def publish_curated(day: date, raw_files: list[Path], validation: dict[str, Any]
         "expectations_evaluated": validation.get("evaluated"),
         "validation": {k: validation.get(k) for k in ("suite", "success", "evaluated", "row_count")},
     }
-    written = lake.write_curated(day, frame, manifest)
-    LakeVersions.for_lake(lake.root).track([written.parent])
+    # not for training until DVC has versioned it: a run killed in between leaves the day invisible
+    with lake.publishing(day):
+        written = lake.write_curated(day, frame, manifest)
+        LakeVersions.for_lake(lake.root).track([written.parent])
     return written
 
 

@@ -15,14 +15,15 @@ from ctloop.core.errors import GateRejected, PromotionConflict, RegistryError
 from ctloop.decisions.rollback import decide_rollback
 from ctloop.monitoring.quality import LOOKBACK_DAYS
 from ctloop.registry.mlflow_registry import (
-    CANDIDATE,
     CHAMPION,
     TAG,
     alias_version,
-    append_history,
     configure_mlflow,
     gate_decision_of,
+    hold,
+    model_version,
     promote,
+    recover,
     rollback,
 )
 
@@ -39,6 +40,7 @@ def promote_version(params: Params, settings: Settings, version: str, reason: st
     The outcome, a promotion or a refusal, goes to the audit log either way (``kind`` "approval" for a
     human approving a candidate)."""
     subject = f"{params.training.registered_model} v{version}"
+    recover(configure_mlflow(settings), settings, params.training.registered_model)
     try:
         promotion = _promote_version(params, settings, version, reason, force, actor, expected_champion, dag_run)
     except (GateRejected, PromotionConflict, RegistryError) as e:
@@ -55,18 +57,13 @@ def promote_version(params: Params, settings: Settings, version: str, reason: st
 def hold_candidate(params: Params, settings: Settings, version: str, reason: str, actor: str = "ctloop",
                    dag_run: str | None = None) -> dict[str, Any]:
     """``promotion.mode: manual``: a passing challenger becomes ``@candidate`` and waits for approval."""
-    from datetime import UTC, datetime
-
     client = configure_mlflow(settings)
     name = params.training.registered_model
-    before = alias_version(client, name, CANDIDATE)
-    client.set_registered_model_alias(name, CANDIDATE, version)
-    at = datetime.now(UTC).isoformat(timespec="seconds")
-    append_history(settings, name, "candidate", [{"alias": CANDIDATE, "from": before, "to": version}], reason,
-                   actor, dag_run, at)
+    recover(client, settings, name)
+    held = hold(client, settings, name, version, reason, actor, dag_run)
     audit_record("promotion", f"{name} v{version}", "awaiting approval", [reason, "promotion.mode: manual"],
-                 {"replaced_candidate": before}, actor=actor, settings=settings)
-    return {"candidate": version, "replaced_candidate": before, "at": at}
+                 {"replaced_candidate": held["replaced_candidate"]}, actor=actor, settings=settings)
+    return held
 
 
 def rollback_version(params: Params, settings: Settings, to: str | None, reason: str, actor: str = "ctloop",
@@ -93,10 +90,7 @@ def _promote_version(params: Params, settings: Settings, version: str, reason: s
                      actor: str, expected_champion: str | None, dag_run: str | None) -> dict[str, Any]:
     client = configure_mlflow(settings)
     name = params.training.registered_model
-    try:
-        tags = client.get_model_version(name, version).tags
-    except Exception as e:
-        raise RegistryError(f"model {name!r} has no version {version}") from e
+    tags = model_version(client, name, version).tags
     decision = gate_decision_of(client, name, version)
     if decision is None and not force:
         raise GateRejected(f"{name} v{version} has no gate decision; run `ctloop gate` first (or --force)")
@@ -109,6 +103,8 @@ def _promote_version(params: Params, settings: Settings, version: str, reason: s
         # a gated promotion is only valid against the champion the gate judged against (compare-and-set);
         # a forced one is a human override of the champion as it is now
         current = alias_version(client, name, CHAMPION)
+        if current == version:
+            raise PromotionConflict(f"{name}: v{version} is already the champion")
         expected_champion = current if force or decision is None else decision.get("champion")
         if expected_champion != current:
             raise PromotionConflict(
@@ -168,6 +164,7 @@ def guard_champion(lake: Lake, params: Params, settings: Settings, window: date,
 
     client = configure_mlflow(settings)
     name = params.training.registered_model
+    recover(client, settings, name)
     champion = alias_version(client, name, CHAMPION)
     if champion is None:
         return {"decision": None}

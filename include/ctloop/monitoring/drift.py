@@ -68,6 +68,21 @@ def parquet_files(path: Path) -> list[Path]:
     return files
 
 
+def parquet_columns(path: Path) -> list[str]:
+    """The columns of a Parquet file or directory (its first file); DataUnreadable naming the file when it
+    is empty, not Parquet or corrupt."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    first = parquet_files(path)[0]
+    try:
+        return list(pq.ParquetFile(first).schema_arrow.names)
+    except (pa.ArrowException, OSError) as e:
+        size = first.stat().st_size
+        what = "an empty file (0 bytes)" if size == 0 else f"not a readable Parquet file: {e}"
+        raise DataUnreadable(f"{first}: {what}") from None
+
+
 def sample_parquet(path: Path | list[Path], columns: list[str] | None, n: int, seed: int = 0
                    ) -> tuple[pd.DataFrame, int]:
     """A uniform sample of ``n`` rows (all rows when fewer) and the total row count of a file, a directory or

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 # at module level: FastAPI reads the handlers' annotations (``request: Request``) from this module
 from fastapi import FastAPI, Request, Response
 
-from ctloop.core.errors import ConfigError
+from ctloop.core.errors import ConfigError, DependencyUnavailable
 from ctloop.serving.batcher import MicroBatcher
 from ctloop.serving.guard import CanaryGuard
 from ctloop.serving.handler import PredictionHandler
@@ -88,7 +88,11 @@ class ServingState:
         batcher.start()
         self.store.attach(configure_mlflow(self.settings), batcher)
         self.handler.attach(batcher, self.writer)
-        await self.store.refresh()
+        try:
+            await self.store.refresh()
+        except DependencyUnavailable as e:  # not ready (503 on /ready, saying why) until the registry answers
+            self.store.last_refresh_error = str(e)
+            log.error("%s; not ready, retrying every %ss", e, self.spec.poll_seconds)
         self._watcher = asyncio.get_running_loop().create_task(self._watch(), name="ctloop-registry-watcher")
 
     async def stop(self) -> None:

@@ -13,12 +13,13 @@ import typer
 from typer.exceptions import TyperException
 
 from ctloop.cli import data, dev, lineage, monitoring, registry, serving, training  # noqa: F401  (registers the verbs)
-from ctloop.cli.app import alert_in_process, app
+from ctloop.cli.app import alert_in_process, app, quiet_libraries
 from ctloop.core.audit import subscribe
 from ctloop.core.errors import CtloopError
 
 
 def main() -> None:
+    quiet_libraries()
     subscribe(alert_in_process)
     try:
         code = app(standalone_mode=False)

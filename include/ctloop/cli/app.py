@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import date
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -21,8 +22,7 @@ if TYPE_CHECKING:
     from ctloop.core.settings import Settings
     from ctloop.data.store import Lake
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="ctloop: continuous training and evaluation on Airflow, MLflow, GX, Evidently and DVC.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 simulate_app = typer.Typer(no_args_is_help=True, help="Deterministic simulated data.")
 suite_app = typer.Typer(no_args_is_help=True, help="Great Expectations suites.")
 airflow_app = typer.Typer(no_args_is_help=True, help="The local Airflow (embedded default).")
@@ -35,6 +35,46 @@ app.add_typer(simulate_app, name="simulate")
 app.add_typer(suite_app, name="suite")
 app.add_typer(airflow_app, name="airflow")
 app.add_typer(alerts_app, name="alerts")
+
+@app.callback()
+def root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="also show the libraries' log lines and "
+                                                "warnings on stderr")] = False) -> None:
+    """ctloop: continuous training and evaluation on Airflow, MLflow, GX, Evidently and DVC."""
+    if verbose:
+        import logging
+
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(handler)
+
+
+def quiet_libraries() -> Path | None:
+    """The libraries' log lines and warnings (MLflow's schema hints, GX's progress, ...) go to
+    ``CTLOOP_HOME/logs/ctloop.log``, not between the CLI's own lines (``-v`` shows them too). Returns the
+    log file, or None when the home cannot be written (then they stay quiet)."""
+    import logging
+    import os
+    import warnings
+
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+    logging.captureWarnings(True)
+    warnings.simplefilter("default")
+    root_logger = logging.getLogger()
+    root_logger.setLevel(logging.INFO)
+    for old in list(root_logger.handlers):
+        root_logger.removeHandler(old)
+    try:
+        from ctloop.core.settings import get_settings
+
+        path = get_settings().home / "logs" / "ctloop.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler: logging.Handler = logging.FileHandler(path)
+    except Exception:  # an unwritable home must not break the verb; its own error, if any, comes later
+        path, handler = None, logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+    root_logger.addHandler(handler)
+    return path
+
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")]
 

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ctloop.core.logs import library_output_to_log
 from ctloop.evaluation.records import ModelEvaluation
 from ctloop.registry.mlflow_registry import TAG, configure_mlflow, ensure_experiment
 
@@ -70,7 +71,7 @@ def evaluate_version(model_uri: str, version: str, run_id: str | None, test: pd.
     experiment_id = ensure_experiment(client, params.training.experiment, settings)
     run_kwargs: dict[str, Any] = {"run_id": run_id} if run_id else {
         "experiment_id": experiment_id, "run_name": f"evaluate-{role}-v{version}"}
-    with mlflow.start_run(**run_kwargs):
+    with library_output_to_log("mlflow"), mlflow.start_run(**run_kwargs):
         mlflow.set_tags({f"{TAG}evaluated_version": version, f"{TAG}evaluated_role": role})
         result = mlflow.models.evaluate(model_uri, data, targets=contract.target, model_type="classifier",
                                         evaluators=["default"])

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ctloop.core.audit import record as audit_record
+from ctloop.core.logs import library_output_to_log
 from ctloop.data.predictions import label_rows, log_rows, prediction_files
 from ctloop.decisions.drift import MonitorPolicy, WindowEvidence, decide
 from ctloop.monitoring.drift import DriftPolicy, column_kinds, detect_drift, sample_parquet, unseen_shares
@@ -156,7 +157,7 @@ def log_headlines(settings: Settings, params: Params, summary: WindowSummary) ->
                     "prediction_drift": float(bool(drift.prediction_drift))}
     if quality.quality is not None:
         metrics["quality"] = float(quality.quality)
-    with mlflow.start_run(experiment_id=exp, run_name=f"monitor-{summary.window}"):
+    with library_output_to_log("mlflow"), mlflow.start_run(experiment_id=exp, run_name=f"monitor-{summary.window}"):
         mlflow.set_tags({"ctloop.window": summary.window.isoformat(), "ctloop.champion": summary.champion,
                          "ctloop.status": summary.decision["status"]})
         mlflow.log_metrics(metrics)

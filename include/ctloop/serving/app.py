@@ -266,7 +266,8 @@ def serve(settings: Settings, params: Params, host: str, port: int) -> None:
     flight, score what is queued, flush the prediction log, exit."""
     import uvicorn
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # the server's own log is its console (a service's supervisor keeps it), not the CLI's log file
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     app = create_app(settings, params)  # a bad setting (an empty token) fails here, before the port opens
     uvicorn.run(app, host=host, port=port, loop="uvloop", http="httptools", access_log=False,
                 timeout_graceful_shutdown=30, log_level="info")

@@ -12,6 +12,7 @@ from importlib.metadata import version as pkg_version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ctloop.core.logs import library_output_to_log
 from ctloop.estimators.pipeline import build_pipeline
 from ctloop.registry.mlflow_registry import CHALLENGER, TAG, configure_mlflow, ensure_experiment
 from ctloop.training.profile import reference_profile
@@ -77,7 +78,9 @@ def train_challenger(train: pd.DataFrame, test: pd.DataFrame, window: dict[str, 
     pipeline = build_pipeline(contract, model_name, hp, tp.seed)
     experiment_id = ensure_experiment(client, tp.experiment, settings)
 
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{model_name}") as run:
+    # MLflow prints ("Successfully registered ...", "View run ...") are log lines, not the verb's output
+    with library_output_to_log("mlflow"), mlflow.start_run(experiment_id=experiment_id,
+                                                            run_name=f"train-{model_name}") as run:
         started = time.perf_counter()
         pipeline.fit(train[features], train[contract.target])
         train_seconds = time.perf_counter() - started

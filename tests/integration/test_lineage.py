@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -148,8 +149,7 @@ def test_concurrent_ingests_keep_the_dvc_repo_and_the_audit_chain_consistent(wor
     settings, lake = world["settings"], world["lake"]
     before = len(audit_log(settings).entries())
     days = [DAYS[-1] + timedelta(days=i) for i in range(1, 5)]
-    exe = str(Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin" / "ctloop")
-    exe = exe if Path(exe).exists() else shutil.which("ctloop") or "ctloop"
+    exe = str(Path(sys.executable).with_name("ctloop"))  # the interpreter's own install, venv activated or not
     procs = [subprocess.Popen([exe, "ingest", "--date", d.isoformat(), "--json"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env={**os.environ, **world["env"]}) for d in days]
     outs = [p.communicate(timeout=300) for p in procs]

@@ -6,6 +6,7 @@ One module per verb group (``data``, ``training``, ``registry``, ``monitoring``,
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -58,5 +59,24 @@ def main() -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
+def console() -> None:
+    """The ``ctloop`` console script: :func:`main`, then a hard exit once the output is flushed. Native
+    thread pools (Arrow's, after a Parquet read) can abort the interpreter's teardown with
+    ``terminate called without an active exception`` (apache/arrow#34314) after the verb has done its
+    work; the exit code must be the verb's, not SIGABRT's."""
+    import logging
+
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say
+            stream.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    main()
+    console()

@@ -25,7 +25,8 @@ class _LogLines(io.TextIOBase):
 
     def write(self, text: str) -> int:
         if getattr(self._busy, "on", False):
-            return int(self.fallback.write(text))  # type: ignore[attr-defined]
+            self.fallback.write(text)  # type: ignore[attr-defined]
+            return len(text)
         self._partial += text
         *lines, self._partial = self._partial.split("\n")
         for line in lines:

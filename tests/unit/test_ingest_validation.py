@@ -90,7 +90,11 @@ CASES: list[tuple[str, Callable[[pd.DataFrame], pd.DataFrame], str]] = [
     ("renamed column", lambda f: f.rename(columns={"sentiment": "sentiment_score"}), "sentiment"),
     ("unexpected extra column", _set("agent_notes", lambda f: "x"), "agent_notes"),
     ("numbers as strings", _set("message_length", lambda f: f["message_length"].astype(str)), "message_length"),
-    ("nulls above tolerance", _set_rows("sentiment", slice(0, 100), None), "sentiment"),
+    ("nulls above the fail level", _set_rows("sentiment", slice(0, 200), None), "sentiment"),
+    ("a unit bug: values 60x off", _set("first_response_minutes", lambda f: f["first_response_minutes"] * 60),
+     "first_response_minutes"),
+    ("a varied column turned constant", _set("product_area", lambda f: "billing"), "product_area"),
+    ("text far longer than ever seen", _set_rows("language", slice(0, 1), "x" * 500), "language"),
     ("all-null column", _set("account_age_days", lambda f: np.nan), "account_age_days"),
     ("negative counts", _set_rows("prior_contacts_30d", slice(0, 5), -3), "prior_contacts_30d"),
     ("out-of-range values", _set_rows("sentiment", slice(0, 5), 7.5), "sentiment"),
@@ -120,6 +124,46 @@ def test_bad_batch_is_quarantined_naming_the_column(files_source: Path, case: st
         c for f in result["failed_expectations"] if isinstance(f.get("observed"), dict)
         for cols in f["observed"].values() for c in cols}
     assert column in named, (case, result["failed_expectations"])
+
+
+def test_warn_levels_pass_with_warnings_recorded_and_named_by_row_id(files_source: Path) -> None:
+    """Nulls, unseen categories and a range beyond what the reference showed, each between the warn and the
+    fail level: the batch is curated, every warning is recorded (validation result, curated manifest,
+    audit) and names the failing rows by their ids."""
+    from ctloop.core.audit import audit_log
+
+    frame = _good()
+    frame = _set_rows("sentiment", slice(0, 50), None)(frame)  # 5% nulls: warn above 2%, fail above 10%
+    frame = _set_rows("channel", slice(100, 150), "carrier_pigeon")(frame)  # 5% unseen
+    suite = json.loads((get_settings().gx_dir / "expectations" / "support_escalation_batch.json").read_text())
+    [warn_max] = [e["kwargs"]["max_value"] for e in suite["expectations"] if e["severity"] == "warning"
+                  and e["kwargs"].get("column") == "message_length" and "max_value" in e["kwargs"]]
+    frame = _set_rows("message_length", slice(200, 230), float(warn_max) * 1.5)(frame)  # past warn, short of fail
+    _deliver(files_source, frame)
+    outcome, lake = _ingest()
+    assert outcome.status == "curated" and outcome.rows == 1000
+    assert {w.split(" on ")[1] for w in outcome.warnings} == {"sentiment", "channel", "message_length"}
+    manifest = json.loads((lake.partition("curated", DAY) / "_manifest.json").read_text())
+    assert manifest["warnings"] == outcome.warnings
+    [entry] = [e for e in audit_log(get_settings()).entries() if e["kind"] == "validation"]
+    assert entry["outcome"] == "passed with warnings" and len(entry["reasons"]) == 3
+    assert all(r.startswith("warning: ") for r in entry["reasons"])
+    from ctloop.validation.run import validate_frame
+
+    report = validate_frame(frame, get_params(), open_context(get_settings()))
+    channel = next(w for w in report.warnings if w.column == "channel")
+    ids = set(frame.loc[frame.index[100:150], "ticket_id"])
+    assert channel.example_ids and set(channel.example_ids) <= ids, "example_ids are the rows' ids"
+    assert set(channel.examples) == {"carrier_pigeon"} and channel.unexpected_count == 50
+
+
+def test_on_warning_quarantine_keeps_the_strict_behaviour(files_source: Path, use_params) -> None:  # type: ignore[no-untyped-def]
+    use_params(source={"kind": "files", "path": str(files_source / "dt={ds}" / "*")},
+               validation={"on_warning": "quarantine"})
+    _deliver(files_source, _set_rows("sentiment", slice(0, 50), None)(_good()))
+    outcome, _ = _ingest()
+    assert outcome.status == "quarantined" and outcome.rows == 1000
+    assert any("sentiment" in r for r in outcome.reasons)
 
 
 def test_empty_batch(files_source: Path) -> None:

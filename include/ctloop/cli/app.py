@@ -57,6 +57,8 @@ def quiet_libraries() -> Path | None:
     import warnings
 
     os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+    logging.captureWarnings(False)  # re-install: a library (Airflow) may have replaced warnings.showwarning
+    warnings.showwarning = warnings._showwarning_orig  # type: ignore[attr-defined]
     logging.captureWarnings(True)
     warnings.simplefilter("default")
     root_logger = logging.getLogger()
@@ -111,6 +113,11 @@ def alert_in_process(entry: dict[str, Any], settings: Any) -> None:
     from ctloop.decisions.alerts import alert_from_audit
 
     if alert_from_audit(entry) is not None:
-        from ctloop.airflow_edge import alert_on_audit
+        from ctloop.core.logs import library_output_to_log
 
-        alert_on_audit(entry, settings)
+        # Airflow prints its own log lines (structlog, to the console): they are not this verb's output
+        with library_output_to_log("airflow"):
+            from ctloop.airflow_edge import alert_on_audit
+
+            quiet_libraries()  # importing Airflow configured logging to its console: back to the log file
+            alert_on_audit(entry, settings)

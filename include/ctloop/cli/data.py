@@ -125,18 +125,46 @@ def validate(
 
 @app.command()
 def ingest(
-    day: Annotated[str, typer.Option("--date", help="data interval YYYY-MM-DD")],
+    day: Annotated[str | None, typer.Option("--date", help="one data interval, YYYY-MM-DD")] = None,
+    start: Annotated[str | None, typer.Option("--start", help="first day of a range (with --end)")] = None,
+    end: Annotated[str | None, typer.Option("--end", help="last day of a range, inclusive")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Ingest one day outside Airflow: extract, validate, publish or quarantine (exit 1 when quarantined)."""
-    from ctloop.flows.ingest import ingest_day
+    """Ingest outside Airflow: extract, validate, publish or quarantine one day (--date) or a range
+    (--start/--end, in one process: a year of small days in minutes). Exit 1 when a day was quarantined."""
+    from datetime import timedelta
+
+    from rich.console import Console
+
+    from ctloop.core.errors import UsageError
+    from ctloop.flows.ingest import ingest_days
     from ctloop.validation.context import open_context
 
+    if (day is None) == (start is None and end is None) or (day is None and (start is None or end is None)):
+        raise UsageError("ingest: give --date DAY, or --start DAY and --end DAY")
+    first = parse_day(day, "--date") if day is not None else parse_day(str(start), "--start")
+    last = first if day is not None else parse_day(str(end), "--end")
+    if last < first:
+        raise UsageError(f"--end {last} is before --start {first}")
+    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
     settings, params, lake = runtime()
-    outcome = ingest_day(parse_day(day, "--date"), params, lake, open_context(settings))
-    emit(outcome.to_dict(), as_json, f"{day}: {outcome.status} ({outcome.rows} rows) -> {outcome.location}")
-    if outcome.status != "curated":
+    console = Console(stderr=True)
+    show = None if as_json or len(days) == 1 or not console.is_terminal else (
+        lambda o: console.print(o.line(), highlight=False))
+    outcomes = ingest_days(days, params, lake, open_context(settings), progress=show)
+    if day is not None:
+        emit(outcomes[0].to_dict(), as_json, outcomes[0].line())
+    else:
+        curated = sum(o.status == "curated" for o in outcomes)
+        warned = sum(bool(o.warnings) for o in outcomes)
+        emit({"days": [o.to_dict() for o in outcomes], "curated": curated, "quarantined": len(outcomes) - curated,
+              "with_warnings": warned}, as_json,
+             "\n".join(o.line() for o in outcomes if o.status != "curated" or o.warnings)
+             + f"\n{first}..{last}: {curated} of {len(outcomes)} days curated ({warned} with warnings), "
+               f"{len(outcomes) - curated} quarantined")
+    if any(o.status != "curated" for o in outcomes):
         raise typer.Exit(1)
+
 
 @app.command()
 def docs(as_json: JsonFlag = False) -> None:

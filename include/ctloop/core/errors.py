@@ -42,9 +42,10 @@ class ValidationFailed(CtloopError):
 
     exit_code = 1
 
-    def __init__(self, message: str, failures: list[dict[str, object]] | None = None) -> None:
+    def __init__(self, message: str, failures: list[dict[str, object]] | None = None, rows: int = 0) -> None:
         super().__init__(message)
         self.failures = failures or []
+        self.rows = rows  # rows of the batch that failed (all of them went to quarantine)
 
 
 class SuiteMissing(CtloopError):

@@ -90,12 +90,31 @@ class SourceSpec(_Strict):
 
 
 class ValidationSpec(_Strict):
+    """Two levels for what depends on the data (as Soda's checks have ``warn`` and ``fail``): beyond the
+    warn level a batch passes with a warning (recorded, alerted, visible to the monitor); beyond the fail
+    level it is quarantined. The contract (columns, types, bounds, non-nullable columns, the target's
+    domain, unique ids, timestamps in the interval) always fails."""
+
     suite: str
     min_rows: int = Field(default=100, ge=1)
     max_rows: int = Field(default=1_000_000, ge=1)
-    null_tolerance: float = Field(default=0.02, ge=0, le=1)
-    unseen_category_tolerance: float = Field(default=0.02, ge=0, le=1)
-    numeric_margin: float = Field(default=0.25, ge=0)
+    null_tolerance: float = Field(default=0.02, ge=0, le=1)  # warn above this null share
+    null_fail_share: float = Field(default=0.10, ge=0, le=1)  # fail above this one
+    unseen_category_tolerance: float = Field(default=0.02, ge=0, le=1)  # warn above this unseen share
+    unseen_category_fail_share: float = Field(default=0.10, ge=0, le=1)
+    numeric_margin: float = Field(default=0.25, ge=0)  # warn outside the observed range widened by this
+    range_fail_factor: float = Field(default=10.0, gt=0)  # fail outside it widened by this many spans
+    text_length_factor: float = Field(default=10.0, gt=1)  # fail on text this many times the longest seen
+    on_warning: Literal["pass", "quarantine"] = "pass"
+
+    @model_validator(mode="after")
+    def _warn_below_fail(self) -> ValidationSpec:
+        if self.null_tolerance > self.null_fail_share:
+            raise ValueError("validation.null_tolerance (warn) must not exceed validation.null_fail_share")
+        if self.unseen_category_tolerance > self.unseen_category_fail_share:
+            raise ValueError("validation.unseen_category_tolerance (warn) must not exceed "
+                             "validation.unseen_category_fail_share")
+        return self
 
 
 class ScheduleSpec(_Strict):
@@ -305,7 +324,8 @@ class ServingSpec(_Strict):
     log: PredictionLogSpec = PredictionLogSpec()
 
 
-AlertEvent = Literal["task_failure", "quarantine", "gate_rejection", "drift_trigger", "rollback", "canary_stop"]
+AlertEvent = Literal["task_failure", "quarantine", "validation_warning", "gate_rejection", "drift_trigger", "rollback",
+                     "canary_stop"]
 
 
 class AlertsSpec(_Strict):

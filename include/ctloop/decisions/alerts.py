@@ -6,6 +6,7 @@ event           raised when                                                  sev
 =============== ============================================================ ==========
 task_failure    a ctloop task failed for good (``on_failure_callback``)      critical
 quarantine      a batch failed validation and was quarantined / withdrawn    warning
+validation_warning  a batch passed with warning-level expectations failed    warning
 gate_rejection  the gate rejected a challenger                               warning
 drift_trigger   the monitor triggered a retrain                              info
 rollback        the champion was rolled back (automatic or by hand)          critical
@@ -22,12 +23,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-EVENTS = ("task_failure", "quarantine", "gate_rejection", "drift_trigger", "rollback", "canary_stop")
+EVENTS = ("task_failure", "quarantine", "validation_warning", "gate_rejection", "drift_trigger", "rollback",
+          "canary_stop")
 
 # (audit kind, audit outcome) -> (event, severity, headline); "*" matches any outcome
 _FROM_AUDIT: dict[tuple[str, str], tuple[str, str, str]] = {
     ("quarantine", "quarantined"): ("quarantine", "warning", "batch quarantined"),
     ("quarantine", "withdrawn"): ("quarantine", "warning", "curated day withdrawn"),
+    ("validation", "passed with warnings"): ("validation_warning", "warning", "batch passed with warnings"),
     ("gate", "rejected"): ("gate_rejection", "warning", "gate rejected the challenger"),
     ("drift_trigger", "triggered"): ("drift_trigger", "info", "drift triggered a retrain"),
     ("rollback", "rolled back"): ("rollback", "critical", "champion rolled back"),

@@ -5,9 +5,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import tempfile
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -70,10 +72,17 @@ class IngestOutcome:
     rows: int
     location: str
     reasons: list[str]
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"date": self.day.isoformat(), "status": self.status, "rows": self.rows,
-                "location": self.location, "reasons": self.reasons}
+                "location": self.location, "reasons": self.reasons, "warnings": self.warnings}
+
+    def line(self) -> str:
+        """The CLI's one-line summary: where how many rows went, and why."""
+        why = f": {'; '.join(self.reasons)}" if self.reasons else ""
+        warned = f" with {len(self.warnings)} warning(s): {'; '.join(self.warnings)}" if self.warnings else ""
+        return f"{self.day}: {self.status} ({self.rows} rows) -> {self.location}{why}{warned}"
 
 
 def validate_batch(
@@ -87,7 +96,7 @@ def validate_batch(
         frame = read_raw(raw_files, params)
     except DataUnreadable as e:
         result = {"success": False, "suite": params.validation.suite, "row_count": 0,
-                  "failed_expectations": [], "error": str(e), "date": day.isoformat()}
+                  "failed_expectations": [], "warnings": [], "error": str(e), "date": day.isoformat()}
         audit_record("validation", f"batch {day}", "failed", [str(e)], {"raw_files": [str(p) for p in raw_files]})
         _quarantine(day, raw_files, result, lake, [str(e)])
         raise ValidationFailed(f"{day}: batch quarantined: {e}") from e
@@ -95,14 +104,16 @@ def validate_batch(
     report = validate_frame(frame, params, context, interval=interval_of(day),
                             source=", ".join(str(p) for p in raw_files))
     result = report.to_dict() | {"date": day.isoformat(), "raw_files": [str(p) for p in raw_files]}
-    audit_record("validation", f"batch {day}", "passed" if report.success else "failed",
-           [f.describe() for f in report.failures],
-           {"suite": report.suite, "rows": report.row_count, "evaluated": report.evaluated,
-            "raw_files": [str(p) for p in raw_files]})
+    outcome = ("passed with warnings" if report.warnings else "passed") if report.success else "failed"
+    # a warning is recorded (and alerted) whatever happens to the batch; the failures decide its fate
+    audit_record("validation", f"batch {day}", outcome, [f.describe() for f in report.failures + report.warnings],
+                 {"suite": report.suite, "rows": report.row_count, "evaluated": report.evaluated,
+                  "warnings": len(report.warnings), "raw_files": [str(p) for p in raw_files]})
     if not report.success:
-        _quarantine(day, raw_files, result, lake, [f.describe() for f in report.failures])
-        raise ValidationFailed(f"{day}: batch quarantined: {report.summary()}",
-                               [asdict(f) for f in report.failures])
+        blocking = report.failures or report.warnings  # validation.on_warning: quarantine
+        _quarantine(day, raw_files, result, lake, [f.describe() for f in blocking])
+        raise ValidationFailed(f"{day}: batch quarantined ({report.row_count} rows): {report.summary()}",
+                               [asdict(f) for f in blocking], rows=report.row_count)
     return result
 
 
@@ -117,33 +128,74 @@ def _quarantine(day: date, raw_files: list[Path], result: dict[str, Any], lake: 
 
 
 def publish_curated(day: date, raw_files: list[Path], validation: dict[str, Any], params: Params, lake: Lake) -> Path:
-    """Write the validated batch as ``curated/dt=…`` (replacing any earlier version of that day)."""
+    """Write the validated batch as ``curated/dt=…`` (replacing any earlier version of that day) and
+    version it; until DVC has, the day is not for training (a run killed in between leaves it invisible)."""
+    return publish_curated_days([(day, raw_files, validation)], params, lake)[0]
+
+
+def _manifest(day: date, raw_files: list[Path], validation: dict[str, Any], rows: int) -> dict[str, Any]:
     from ctloop.data.store import file_sha256
 
-    frame = read_raw(raw_files, params)
-    manifest = {
+    return {
         "date": day.isoformat(),
-        "rows": len(frame),
+        "rows": rows,
         "raw_files": [{"path": str(p), "sha256": file_sha256(p)} for p in raw_files],
         "suite": validation.get("suite"),
         "expectations_evaluated": validation.get("evaluated"),
         "validation": {k: validation.get(k) for k in ("suite", "success", "evaluated", "row_count")},
+        "warnings": [_short(w) for w in validation.get("warnings", [])],
     }
-    # not for training until DVC has versioned it: a run killed in between leaves the day invisible
-    with lake.publishing(day):
-        written = lake.write_curated(day, frame, manifest)
-        LakeVersions.for_lake(lake.root).track([written.parent])
-    return written
+
+
+def _short(failure: dict[str, Any]) -> str:
+    return f"{failure.get('expectation', '')}" + (f" on {failure.get('column')}" if failure.get("column") else "")
 
 
 def ingest_day(day: date, params: Params, lake: Lake, context: FileDataContext) -> IngestOutcome:
     """All three steps in one process (the CLI's ``ctloop ingest``); the DAG runs them as separate tasks."""
-    raw = extract_batch(day, params, lake)
-    try:
-        validation = validate_batch(day, raw, params, lake, context)
-    except ValidationFailed as e:
-        return IngestOutcome(day, "quarantined", 0, str(lake.partition("quarantine", day)),
-                             [f"{f.get('expectation', '')}" + (f" on {f.get('column')}" if f.get("column") else "")
-                              for f in e.failures] or [str(e)])
-    curated = publish_curated(day, raw, validation, params, lake)
-    return IngestOutcome(day, "curated", int(validation["row_count"]), str(curated.parent), [])
+    return ingest_days([day], params, lake, context)[0]
+
+
+def ingest_days(days: list[date], params: Params, lake: Lake, context: FileDataContext,
+                progress: Callable[[IngestOutcome], None] | None = None) -> list[IngestOutcome]:
+    """A range of days in one process: the imports, the GX context and the DVC repository are set up once,
+    and the curated partitions are versioned by one ``dvc add`` and one ``dvc push`` at the end (each
+    stays invisible to training until then). Re-running a range rewrites the same partitions."""
+    outcomes: list[IngestOutcome] = []
+    validated: list[tuple[date, list[Path], dict[str, Any]]] = []
+    for day in days:
+        raw = extract_batch(day, params, lake)
+        try:
+            validation = validate_batch(day, raw, params, lake, context)
+        except ValidationFailed as e:
+            outcome = IngestOutcome(day, "quarantined", e.rows, str(lake.partition("quarantine", day)),
+                                    [_short(f) for f in e.failures] or [str(e)])
+            outcomes.append(outcome)
+            if progress is not None:
+                progress(outcome)
+            continue
+        validated.append((day, raw, validation))
+    published = publish_curated_days(validated, params, lake)
+    for (day, _, validation), curated in zip(validated, published, strict=True):
+        outcome = IngestOutcome(day, "curated", int(validation["row_count"]), str(curated.parent), [],
+                                [_short(w) for w in validation.get("warnings", [])])
+        outcomes.append(outcome)
+        if progress is not None:
+            progress(outcome)
+    return sorted(outcomes, key=lambda o: o.day)
+
+
+def publish_curated_days(batches: list[tuple[date, list[Path], dict[str, Any]]], params: Params,
+                         lake: Lake) -> list[Path]:
+    """:func:`publish_curated` for many days: every partition written, then versioned together."""
+    if not batches:
+        return []
+    written: list[Path] = []
+    with contextlib.ExitStack() as stack:
+        for day, _, _ in batches:
+            stack.enter_context(lake.publishing(day))
+        for day, raw_files, validation in batches:
+            frame = read_raw(raw_files, params)
+            written.append(lake.write_curated(day, frame, _manifest(day, raw_files, validation, len(frame))))
+        LakeVersions.for_lake(lake.root).track([w.parent for w in written])
+    return written

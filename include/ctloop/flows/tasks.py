@@ -84,7 +84,7 @@ def ingest_validate(interval_start: datetime | str, raw_files: list[str]) -> dic
 
     settings, params, lake = _runtime()
     result = validate_batch(_day(interval_start), [Path(p) for p in raw_files], params, lake, open_context(settings))
-    return {k: result[k] for k in ("suite", "success", "row_count", "evaluated", "seconds")}
+    return {k: result[k] for k in ("suite", "success", "row_count", "evaluated", "seconds", "warnings")}
 
 
 @costed("ctloop_ingest", "publish_curated")

@@ -30,6 +30,7 @@ class ExpectationFailure:
     expectation: str
     column: str | None
     observed: Any
+    severity: str = "critical"  # GX's severity of the expectation: critical fails the batch, warning not
     unexpected_count: int | None = None
     unexpected_percent: float | None = None
     examples: list[Any] = field(default_factory=list)
@@ -37,7 +38,8 @@ class ExpectationFailure:
     error: str | None = None
 
     def describe(self) -> str:
-        where = f"column {self.column!r}" if self.column else "table"
+        where = ("warning: " if self.severity != "critical" else "") + (
+            f"column {self.column!r}" if self.column else "table")
         if self.error:
             return f"{where}: {self.expectation}: {self.error}"
         detail = f"observed {self.observed}"
@@ -48,6 +50,10 @@ class ExpectationFailure:
 
 @dataclass(frozen=True)
 class ValidationReport:
+    """One batch against one suite. ``failures`` are the critical expectations that failed (the batch is
+    quarantined), ``warnings`` the warning-level ones (it passes, unless ``validation.on_warning`` says
+    quarantine)."""
+
     suite: str
     success: bool
     row_count: int
@@ -55,17 +61,21 @@ class ValidationReport:
     failures: list[ExpectationFailure]
     seconds: float
     source: str | None = None
+    warnings: list[ExpectationFailure] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["failed_expectations"] = data.pop("failures")
+        data["warnings"] = data.pop("warnings")
         return data
 
     def summary(self) -> str:
+        warned = f"; {len(self.warnings)} warning(s): " + "; ".join(w.describe() for w in self.warnings) \
+            if self.warnings else ""
         if self.success:
-            return f"{self.suite}: {self.evaluated} expectations passed on {self.row_count} rows"
+            return f"{self.suite}: {self.evaluated} expectations passed on {self.row_count} rows{warned}"
         lines = "; ".join(f.describe() for f in self.failures)
-        return f"{self.suite}: {len(self.failures)} of {self.evaluated} expectations failed: {lines}"
+        return f"{self.suite}: {len(self.failures)} of {self.evaluated} expectations failed: {lines}{warned}"
 
 
 def _jsonable(value: Any) -> Any:
@@ -82,7 +92,7 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _describe(result: Any) -> ExpectationFailure:
+def _describe(result: Any, id_column: str | None) -> ExpectationFailure:
     cfg = result.expectation_config
     column = cfg.kwargs.get("column")
     exc = result.exception_info or {}
@@ -100,11 +110,13 @@ def _describe(result: Any) -> ExpectationFailure:
         expectation=cfg.type,
         column=column,
         observed=_jsonable(observed),
+        severity=str(getattr(cfg.severity, "value", cfg.severity)),
         unexpected_count=res.get("unexpected_count"),
         unexpected_percent=res.get("unexpected_percent"),
         examples=_jsonable(res.get("partial_unexpected_list", [])[:MAX_EXAMPLES]),
+        # the id column's values of the failing rows (GX's index entries also carry the failing value)
         example_ids=_jsonable([
-            (i.get(next(iter(i))) if isinstance(i, dict) else i)
+            (i.get(id_column) if isinstance(i, dict) and id_column else i)
             for i in res.get("partial_unexpected_index_list", [])[:MAX_EXAMPLES]
         ]),
         error=errors[0].removeprefix("Error: ") if errors else None,
@@ -160,7 +172,8 @@ def validate_frame(
     suite_name: str | None = None,
     source: str | None = None,
 ) -> ValidationReport:
-    """Validate one batch against the committed suite. Without an interval, timestamps are not bounded."""
+    """Validate one batch against the committed suite. Without an interval, no timestamp may be later than
+    the time of the check."""
     from great_expectations.exceptions import DataContextError
 
     name = suite_name or params.validation.suite
@@ -170,7 +183,7 @@ def validate_frame(
         raise SuiteMissing(
             f"expectation suite {name!r} not found in {context.root_directory}: run `ctloop suite build --from FILE`"
         ) from e
-    lo, hi = interval or (datetime(1, 1, 1), datetime(9999, 12, 31))
+    lo, hi = interval or (datetime(1, 1, 1), datetime.now(UTC))
     parameters = {INTERVAL_START: _naive_utc(lo), INTERVAL_END: _naive_utc(hi)}
     started = time.perf_counter()
     frame = validation_view(frame)
@@ -179,7 +192,7 @@ def validate_frame(
             batch_parameters={"dataframe": frame}, expectation_parameters=parameters, result_format="BOOLEAN_ONLY"
         )
     failed = [r for r in result.results if not r.success]
-    failures: list[ExpectationFailure] = []
+    described: list[ExpectationFailure] = []
     if failed:
         id_column = params.dataset.id if params.dataset.id in frame.columns else None
         detail_format: dict[str, Any] = {"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES}
@@ -193,13 +206,16 @@ def validate_frame(
                 detailed = batch.validate(
                     by_id[r.expectation_config.id], result_format=detail_format, expectation_parameters=parameters
                 )
-                failures.append(_describe(detailed))
+                described.append(_describe(detailed, id_column))
+    failures = [f for f in described if f.severity == "critical"]
+    warnings = [f for f in described if f.severity != "critical"]
     return ValidationReport(
         suite=name,
-        success=not failed,
+        success=not failures and (params.validation.on_warning == "pass" or not warnings),
         row_count=len(frame),
         evaluated=len(result.results),
         failures=failures,
         seconds=round(time.perf_counter() - started, 3),
         source=source,
+        warnings=warnings,
     )

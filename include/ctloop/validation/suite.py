@@ -2,6 +2,12 @@
 
 The suite is generated once by ``ctloop suite build``, reviewed and committed; it is never regenerated
 at run time. Tolerances come from ``params.yaml`` (``validation.*``).
+
+Every expectation carries GX's own ``severity``. The contract is ``critical``: a failure quarantines the
+batch. What the reference data taught (null shares, categories, observed ranges) comes twice: a
+``warning`` at the warn level (the batch passes, the warning is recorded) and a ``critical`` one at the
+fail level, so a season that moves a range past what two weeks of January showed is a warning, while a
+unit bug (values orders of magnitude off) or a column going empty is a failure.
 """
 
 from __future__ import annotations
@@ -35,52 +41,88 @@ TYPE_LISTS: dict[str, list[str]] = {
 }
 
 
-def expectation_specs(reference: pd.DataFrame, params: Params) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """(expectation class name, kwargs, meta) for the batch suite; pure, so it is unit-testable."""
+CRITICAL, WARNING = "critical", "warning"
+Spec = tuple[str, dict[str, Any], dict[str, Any], str]  # (expectation class, kwargs, meta, severity)
+
+
+def _band(lo: float, hi: float, pad: float, bounds: tuple[float, float], integer: bool) -> tuple[float, float]:
+    a, b = max(lo - pad, bounds[0]), min(hi + pad, bounds[1])
+    if integer:
+        a, b = float(int(a // 1)), float(-(-b // 1))
+    return round(a, 6), round(b, 6)
+
+
+def expectation_specs(reference: pd.DataFrame, params: Params) -> list[Spec]:
+    """(expectation class name, kwargs, meta, severity) for the batch suite; pure, so it is unit-testable."""
     ds, tol = params.dataset, params.validation
-    specs: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+    specs: list[Spec] = [
         ("ExpectTableColumnsToMatchSet", {"column_set": list(ds.columns), "exact_match": True},
-         {"why": "the contract's columns, no more, no fewer (catches renamed, missing and extra columns)"}),
+         {"why": "the contract's columns, no more, no fewer (catches renamed, missing and extra columns)"}, CRITICAL),
         ("ExpectTableRowCountToBeBetween", {"min_value": tol.min_rows, "max_value": tol.max_rows},
-         {"why": "validation.min_rows/max_rows"}),
-        ("ExpectColumnValuesToBeUnique", {"column": ds.id}, {"why": "ids identify a row"}),
+         {"why": "validation.min_rows/max_rows"}, CRITICAL),
+        ("ExpectColumnValuesToBeUnique", {"column": ds.id}, {"why": "ids identify a row"}, CRITICAL),
         ("ExpectColumnValuesToBeBetween",
          {"column": ds.timestamp, "min_value": {"$PARAMETER": INTERVAL_START},
           "max_value": {"$PARAMETER": INTERVAL_END}, "strict_max": True},
-         {"why": "every row belongs to the run's data interval"}),
+         {"why": "every row belongs to the run's data interval (none after the time of the check)"}, CRITICAL),
         ("ExpectColumnValuesToBeInSet", {"column": ds.target, "value_set": list(ds.classes)},
-         {"why": "dataset.classes"}),
+         {"why": "dataset.classes"}, CRITICAL),
     ]
     for name, col in ds.columns.items():
         specs.append(("ExpectColumnValuesToBeInTypeList", {"column": name, "type_list": TYPE_LISTS[col.type]},
-                      {"why": f"contract type {col.type}"}))
-        mostly = 1.0 if not col.nullable else round(1 - tol.null_tolerance, 6)
-        specs.append(("ExpectColumnValuesToNotBeNull", {"column": name, "mostly": mostly},
-                      {"why": "not nullable" if not col.nullable else "validation.null_tolerance"}))
-        if name in (ds.target,):
+                      {"why": f"contract type {col.type}"}, CRITICAL))
+        if not col.nullable:
+            specs.append(("ExpectColumnValuesToNotBeNull", {"column": name}, {"why": "not nullable"}, CRITICAL))
+        else:
+            specs += [("ExpectColumnValuesToNotBeNull", {"column": name, "mostly": round(1 - share, 6)},
+                       {"why": f"validation.{key}: {level} above {share:.0%} nulls"}, level)
+                      for key, share, level in (("null_tolerance", tol.null_tolerance, WARNING),
+                                                ("null_fail_share", tol.null_fail_share, CRITICAL))]
+        if name == ds.target or name not in reference.columns:
             continue
-        if col.type in NUMERIC_TYPES and name in reference.columns:
-            lo = col.min if col.min is not None else -FINITE
-            hi = col.max if col.max is not None else FINITE
-            specs.append(("ExpectColumnValuesToBeBetween", {"column": name, "min_value": lo, "max_value": hi},
-                          {"why": "contract bounds from params.yaml; also rejects ±inf"}))
-            values = reference[name].astype("float64")
+        if col.type in NUMERIC_TYPES:
+            bounds = (col.min if col.min is not None else -FINITE, col.max if col.max is not None else FINITE)
+            specs.append(("ExpectColumnValuesToBeBetween", {"column": name, "min_value": bounds[0],
+                                                            "max_value": bounds[1]},
+                          {"why": "contract bounds from params.yaml; also rejects ±inf"}, CRITICAL))
+            values = reference[name].astype("float64").dropna()
+            if values.empty:
+                continue
             obs_lo, obs_hi = float(values.min()), float(values.max())
-            pad = tol.numeric_margin * max(obs_hi - obs_lo, abs(obs_hi) * 0.01, 1e-9)
-            soft_lo = max(obs_lo - pad, lo)
-            soft_hi = min(obs_hi + pad, hi)
-            if col.type == "integer":
-                soft_lo, soft_hi = float(int(soft_lo // 1)), float(-(-soft_hi // 1))
-            specs.append(("ExpectColumnValuesToBeBetween",
-                          {"column": name, "min_value": round(soft_lo, 6), "max_value": round(soft_hi, 6),
-                           "mostly": round(1 - tol.unseen_category_tolerance, 6)},
-                          {"why": f"observed range of the reference data widened by {tol.numeric_margin:.0%}"}))
-        elif col.type == "categorical" and name in reference.columns:
-            domain = sorted(str(v) for v in reference[name].dropna().unique())
-            specs.append(("ExpectColumnValuesToBeInSet",
-                          {"column": name, "value_set": domain,
-                           "mostly": round(1 - tol.unseen_category_tolerance, 6)},
-                          {"why": "domain seen in the reference data; validation.unseen_category_tolerance"}))
+            span = max(obs_hi - obs_lo, abs(obs_hi) * 0.01, 1e-9)
+            for pad, share, level, why in (
+                    (tol.numeric_margin * span, tol.unseen_category_tolerance, WARNING,
+                     f"observed range widened by {tol.numeric_margin:.0%} of its span (validation.numeric_margin)"),
+                    (tol.range_fail_factor * span, tol.unseen_category_fail_share, CRITICAL,
+                     f"observed range widened by {tol.range_fail_factor:g} spans (validation.range_fail_factor): "
+                     "values this far off are a unit or scale bug, not a season")):
+                lo, hi = _band(obs_lo, obs_hi, pad, bounds, col.type == "integer")
+                specs.append(("ExpectColumnValuesToBeBetween",
+                              {"column": name, "min_value": lo, "max_value": hi, "mostly": round(1 - share, 6)},
+                              {"why": why}, level))
+            if values.nunique() > 1 and values.value_counts(normalize=True).iloc[0] < 0.9:
+                specs.append(("ExpectColumnUniqueValueCountToBeBetween", {"column": name, "min_value": 2},
+                              {"why": "varied in the reference data: a constant column is a broken feed"}, CRITICAL))
+        elif col.type in ("categorical", "string"):
+            text = reference[name].dropna().astype(str)
+            if col.type == "categorical":
+                domain = sorted(text.unique())
+                specs += [("ExpectColumnValuesToBeInSet",
+                           {"column": name, "value_set": domain, "mostly": round(1 - share, 6)},
+                           {"why": f"categories seen in the reference data; validation.{key}"}, level)
+                          for key, share, level in (
+                              ("unseen_category_tolerance", tol.unseen_category_tolerance, WARNING),
+                              ("unseen_category_fail_share", tol.unseen_category_fail_share, CRITICAL))]
+                if text.nunique() > 1 and text.value_counts(normalize=True).iloc[0] < 0.9:
+                    specs.append(("ExpectColumnUniqueValueCountToBeBetween", {"column": name, "min_value": 2},
+                                  {"why": "varied in the reference data: a constant column is a broken feed"},
+                                  CRITICAL))
+            if not text.empty:
+                longest = int(text.str.len().max())
+                specs.append(("ExpectColumnValueLengthsToBeBetween",
+                              {"column": name, "max_value": int(max(longest, 1) * tol.text_length_factor)},
+                              {"why": f"{tol.text_length_factor:g}x the longest value in the reference data "
+                                      f"({longest} characters; validation.text_length_factor)"}, CRITICAL))
     return specs
 
 
@@ -91,15 +133,14 @@ def build_suite(context: FileDataContext, reference: pd.DataFrame, params: Param
                        {"generated_by": "ctloop suite build", "rows": len(reference)})
 
 
-def _save_suite(context: FileDataContext, name: str, specs: list[tuple[str, dict[str, Any], dict[str, Any]]],
-                meta: dict[str, Any]) -> str:
+def _save_suite(context: FileDataContext, name: str, specs: list[Spec], meta: dict[str, Any]) -> str:
     import great_expectations as gx
     import great_expectations.expectations as gxe
     from ctloop.validation.context import ensure_batch_definition
 
     suite = gx.ExpectationSuite(name=name, meta=meta)
-    for cls_name, kwargs, exp_meta in specs:
-        suite.add_expectation(getattr(gxe, cls_name)(**kwargs, meta=exp_meta))
+    for cls_name, kwargs, exp_meta, severity in specs:
+        suite.add_expectation(getattr(gxe, cls_name)(**kwargs, meta=exp_meta, severity=severity))
     from great_expectations.exceptions import DataContextError
 
     # a rebuild replaces the suite and its definition; on the first build neither exists yet
@@ -113,20 +154,20 @@ def _save_suite(context: FileDataContext, name: str, specs: list[tuple[str, dict
     return name
 
 
-def training_expectation_specs(params: Params) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+def training_expectation_specs(params: Params) -> list[Spec]:
     """The training-set suite: enough rows, class balance in bounds, no column outside the contract
     (a leaked outcome column such as ``resolution_code`` would fail it)."""
     ds, tp = params.dataset, params.training
     lo, hi = tp.class_share
     return [
-        ("ExpectTableRowCountToBeBetween", {"min_value": tp.min_rows}, {"why": "training.min_rows"}),
+        ("ExpectTableRowCountToBeBetween", {"min_value": tp.min_rows}, {"why": "training.min_rows"}, CRITICAL),
         ("ExpectTableColumnsToMatchSet", {"column_set": list(ds.columns), "exact_match": True},
-         {"why": "no leakage: nothing but the contract's columns reaches training"}),
-        ("ExpectColumnValuesToBeInSet", {"column": ds.target, "value_set": list(ds.classes)}, {"why": "dataset.classes"}),
-        ("ExpectColumnValuesToNotBeNull", {"column": ds.target}, {"why": "every training row is labeled"}),
+         {"why": "no leakage: nothing but the contract's columns reaches training"}, CRITICAL),
+        ("ExpectColumnValuesToBeInSet", {"column": ds.target, "value_set": list(ds.classes)}, {"why": "dataset.classes"}, CRITICAL),
+        ("ExpectColumnValuesToNotBeNull", {"column": ds.target}, {"why": "every training row is labeled"}, CRITICAL),
         ("ExpectColumnMeanToBeBetween", {"column": ds.target, "min_value": lo, "max_value": hi},
-         {"why": "training.class_share: positive-class share within bounds"}),
-        ("ExpectColumnValuesToBeUnique", {"column": ds.id}, {"why": "no row twice in the training set"}),
+         {"why": "training.class_share: positive-class share within bounds"}, CRITICAL),
+        ("ExpectColumnValuesToBeUnique", {"column": ds.id}, {"why": "no row twice in the training set"}, CRITICAL),
     ]
 
 

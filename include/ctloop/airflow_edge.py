@@ -71,6 +71,10 @@ def retrain_defaults() -> dict[str, object]:
     return {"window_days": t.window_days, "model": t.model}
 
 
+def labels_cron() -> str:
+    return get_params().labels.schedule
+
+
 def monitor_cron() -> str:
     return get_params().monitoring.schedule
 

@@ -389,3 +389,58 @@ def test_sigterm_under_load_loses_no_logged_prediction(tmp_path: Path, served: d
     assert set(read[0]["route"]) == {"champion"} and read[0]["latency_ms"].gt(0).all()
     text = server.log.read_text()
     assert "prediction log flushed" in text and "Finished server process" in text
+
+
+def test_feedback_under_concurrent_load_keeps_every_label_and_counts_the_unknown(served: dict[str, Any]) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from ctloop.data.predictions import labels_arrived
+    from ctloop.data.store import Lake
+
+    records = _records(served, 400, "fb")
+    with served["server"].client() as c:
+        _predict_batch(c, records)
+    now = datetime.now(UTC)
+    sent: list[tuple[str, int, datetime]] = []
+    answers: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def send(worker: int) -> None:
+        mine = [(f"fb-{i}", i % 2, now) for i in range(worker * 100, worker * 100 + 100)]
+        mine += [(f"ghost-{worker}-{i}", 1, now) for i in range(20)]  # ids no server answered
+        mine += [(f"fb-{worker * 100 + i}", 1 - i % 2, now + timedelta(seconds=5)) for i in range(10)]  # corrected
+        with served["server"].client() as c:
+            for chunk in range(0, len(mine), 13):
+                part = mine[chunk:chunk + 13]
+                r = c.post("/feedback", json={"labels": [{"request_id": i, "label": v, "labeled_at": t.isoformat()}
+                                                         for i, v, t in part]})
+                assert r.status_code == 200, r.text
+                with lock:
+                    answers.append(r.json())
+                    sent.extend(part)
+
+    threads = [threading.Thread(target=send, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sum(a["accepted"] for a in answers) == len(sent) == 4 * 130
+    assert sum(a["unknown"] for a in answers) == 80
+    assert {i for a in answers for i in a["unknown_ids"]} == {f"ghost-{w}-{i}" for w in range(4) for i in range(20)}
+    with served["server"].client() as c:
+        assert c.post("/feedback", json={"request_id": "fb-1", "label": 3}).status_code == 422
+        assert c.post("/feedback", json={"request_id": "fb-1"}).status_code == 422
+        metrics = c.get("/metrics").text
+    assert _metric(metrics, "ctloop_serving_feedback_labels_total", known="false") == 80
+    assert _metric(metrics, "ctloop_serving_feedback_labels_total", known="true") == 440
+    lake = Lake(served["home"] / "lake")
+    expected = {i: v for i, v, _ in sorted(sent, key=lambda s: s[2])}  # the latest label of each id
+    deadline = time.monotonic() + 30
+    while True:
+        stored = labels_arrived(lake, now.date(), since=now.date())
+        got = {r["request_id"]: int(r["label"]) for r in stored.to_dict("records") if
+               r["request_id"].startswith(("fb-", "ghost-"))}
+        if got == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert got == expected, "every label is stored, unknown ids included; a corrected id keeps its latest label"

@@ -29,6 +29,8 @@ airflow_app = typer.Typer(no_args_is_help=True, help="The local Airflow (embedde
 audit_app = typer.Typer(no_args_is_help=True, help="The hash-chained audit log of every decision.")
 golden_app = typer.Typer(no_args_is_help=True, help="The golden set: reviewed cases every challenger must get right.")
 alerts_app = typer.Typer(no_args_is_help=True, help="Alerts on the alerts connection.")
+labels_app = typer.Typer(no_args_is_help=True, help="Delayed labels from a real system (labels.path, POST /feedback).")
+app.add_typer(labels_app, name="labels")
 app.add_typer(audit_app, name="audit")
 app.add_typer(golden_app, name="golden")
 app.add_typer(simulate_app, name="simulate")

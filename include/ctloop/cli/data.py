@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ctloop.cli.app import JsonFlag, app, emit, parse_day, runtime, simulate_app, suite_app
+from ctloop.cli.app import JsonFlag, app, emit, labels_app, parse_day, runtime, simulate_app, suite_app
 from ctloop.core.errors import CtloopError
 
 
@@ -79,16 +79,18 @@ def simulate_traffic_cmd(
 
 @suite_app.command("build")
 def suite_build(
-    source: Annotated[Path, typer.Option("--from", help="reference data (Parquet or CSV)")],
+    source: Annotated[Path, typer.Option("--from", help="reference data: a Parquet or CSV file, or a directory "
+                                         "of them (e.g. two weeks of daily deliveries)")],
     as_json: JsonFlag = False,
 ) -> None:
-    """Bootstrap the batch expectation suite from reference data and params.yaml (review, then commit it)."""
-    from ctloop.data.reading import read_batch
+    """Bootstrap the batch expectation suite from reference data and params.yaml (review, then commit it).
+    The contract's expectations fail a batch; what the reference taught gets a warn and a fail level."""
+    from ctloop.data.reading import read_batches
     from ctloop.validation.context import open_context
     from ctloop.validation.suite import build_suite, build_training_suite, expectation_specs
 
     settings, params, _ = runtime()
-    reference = read_batch(source, params.dataset)
+    reference = read_batches(source, params.dataset)
     missing = [c for c in params.dataset.columns if c not in reference.columns]
     if missing:
         raise CtloopError(f"{source}: column {missing[0]!r} of the dataset contract is missing from the reference data")
@@ -175,3 +177,31 @@ def docs(as_json: JsonFlag = False) -> None:
     open_context(settings).build_data_docs()
     index = settings.data_docs_dir / "index.html"
     emit({"data_docs": str(index)}, as_json, f"Data Docs: {index}")
+
+
+@labels_app.command("ingest")
+def labels_ingest(
+    day: Annotated[str | None, typer.Option("--date", help="the day the labels arrived, YYYY-MM-DD")] = None,
+    start: Annotated[str | None, typer.Option("--start", help="first day of a range (with --end)")] = None,
+    end: Annotated[str | None, typer.Option("--end", help="last day of a range, inclusive")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Ingest label deliveries (labels.path) outside Airflow: checked against the labels contract, stored
+    for the monitor, or quarantined whole (exit 1)."""
+    from datetime import timedelta
+
+    from ctloop.core.errors import UsageError
+    from ctloop.flows.labels import ingest_labels
+
+    if (day is None) == (start is None and end is None) or (day is None and (start is None or end is None)):
+        raise UsageError("labels ingest: give --date DAY, or --start DAY and --end DAY")
+    first = parse_day(day, "--date") if day is not None else parse_day(str(start), "--start")
+    last = first if day is not None else parse_day(str(end), "--end")
+    settings, params, lake = runtime()
+    outcomes = [ingest_labels(first + timedelta(days=i), params, settings, lake) for i in range((last - first).days + 1)]
+    if day is not None:
+        emit(outcomes[0].to_dict(), as_json, outcomes[0].line())
+    else:
+        emit({"days": [o.to_dict() for o in outcomes]}, as_json, "\n".join(o.line() for o in outcomes))
+    if any(o.status == "quarantined" for o in outcomes):
+        raise typer.Exit(1)

@@ -3,3 +3,4 @@
 CURATED = "ctloop_curated_data"
 DRIFT = "ctloop_drift_detected"
 ROLLBACK_ALERT = "ctloop_rollback_alert"
+LABELS = "ctloop_labels_arrived"

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
-KINDS = ("validation", "quarantine", "gate", "promotion", "approval", "rollback", "drift_trigger",
+KINDS = ("validation", "quarantine", "labels", "gate", "promotion", "approval", "rollback", "drift_trigger",
          "canary_stop", "dag_run")
 
 

@@ -27,6 +27,10 @@ class ColumnSpec(_Strict):
     min: float | None = None
     max: float | None = None
     nullable: bool = True
+    # this column's own null-share levels, over validation.null_tolerance / null_fail_share (a sensor that
+    # is often missing: its normal is not every column's)
+    null_warn_share: float | None = Field(default=None, ge=0, le=1)
+    null_fail_share: float | None = Field(default=None, ge=0, le=1)
 
 
 class DatasetSpec(_Strict):
@@ -317,6 +321,7 @@ class ServingSpec(_Strict):
     max_records: int = Field(default=10_000, ge=1)  # per request
     max_body_bytes: int = Field(default=10 * 2**20, ge=1024)  # larger bodies: 413
     max_text_length: int = Field(default=1_000, ge=1)  # characters of a category value: longer is a 422
+    feedback_memory: int = Field(default=1_000_000, ge=1)  # answered request ids /feedback recognises
     canary: CanarySpec = CanarySpec()
     shadow: ServingShadowSpec = ServingShadowSpec()
     guard: CanaryGuardSpec = CanaryGuardSpec()
@@ -338,6 +343,18 @@ class AlertsSpec(_Strict):
     retry_delay_seconds: float = Field(default=2, ge=0)
 
 
+class LabelsSpec(_Strict):
+    """Delayed ground truth from a real system: a file per day (``path`` with ``{ds}``, Parquet or CSV)
+    ingested by ``ctloop_labels`` / ``ctloop labels ingest``, and ``POST /feedback`` on ``ctloop serve``.
+    Both land in ``labels/dt=<day the labels arrived>/``, which the monitor joins on the request id."""
+
+    path: str | None = None  # e.g. "data/labels/dt={ds}/*.parquet"; none: labels come through /feedback only
+    id_column: str = "request_id"
+    label_column: str = "label"
+    time_column: str = "labeled_at"  # optional in a file: the arrival day's start when missing
+    schedule: str = "0 0 * * *"  # daily: each data interval is one arrival day
+
+
 class Params(_Strict):
     dataset: DatasetSpec
     source: SourceSpec = SourceSpec()
@@ -349,6 +366,7 @@ class Params(_Strict):
     evaluation: EvaluationSpec = EvaluationSpec()
     promotion: PromotionSpec = PromotionSpec()
     serving: ServingSpec = ServingSpec()
+    labels: LabelsSpec = LabelsSpec()
     alerts: AlertsSpec = AlertsSpec()
 
 

@@ -9,7 +9,7 @@ and ``ctloop_monitor`` reads.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,13 +66,59 @@ def write_dead_letters(lake: Lake, rows: list[dict[str, Any]], reason: str, name
 
 
 def write_labels(lake: Lake, labels: pd.DataFrame, name: str) -> list[Path]:
+    """One file per arrival day under ``labels/dt=…/<name>.parquet`` (a re-run with the same name replaces
+    its files), written aside and renamed into place."""
     written = []
     for day, part in labels.groupby(labels["labeled_at"].dt.date, sort=True):
         target = lake.partition("labels", day) / f"{name}.parquet"
         target.parent.mkdir(parents=True, exist_ok=True)
-        part.to_parquet(target, index=False)
+        tmp = target.with_suffix(".parquet.tmp")
+        part[list(LABEL_COLUMNS)].to_parquet(tmp, index=False)
+        tmp.replace(target)
         written.append(target)
     return written
+
+
+def check_labels(frame: pd.DataFrame, contract: DatasetSpec, id_column: str = "request_id",
+                 label_column: str = "label", time_column: str = "labeled_at",
+                 arrived: datetime | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """A label delivery against the labels contract: the id and label columns present, every id a
+    non-empty text, every label one of ``dataset.classes``, no id twice, arrival times (optional; the
+    arrival day's start otherwise) that parse and fit the log's range. (the labels in contract form,
+    the problems: one line each, naming the column and examples); any problem rejects the delivery."""
+    import pandas as pd
+
+    problems: list[str] = []
+    for role, column in (("id", id_column), ("label", label_column)):
+        if column not in frame.columns:
+            return frame.iloc[0:0], [f"column {column!r} (the {role}) is missing; found {', '.join(map(str, frame.columns))}"]
+    ids = frame[id_column]
+    bad_ids = ids.isna() | (ids.astype(str).str.strip() == "")
+    if bad_ids.any():
+        problems.append(f"column {id_column!r}: {int(bad_ids.sum())} empty id(s)")
+    labels = pd.to_numeric(frame[label_column], errors="coerce")
+    outside = labels.isna() | ~labels.isin(contract.classes)
+    if outside.any():
+        shown = frame.loc[outside, label_column].astype(str).head(5).tolist()
+        problems.append(f"column {label_column!r}: {int(outside.sum())} label(s) outside {contract.classes}, e.g. {shown}")
+    dupes = ids[ids.duplicated(keep=False)].astype(str)
+    if len(dupes):
+        problems.append(f"column {id_column!r}: {dupes.nunique()} id(s) labeled more than once, e.g. "
+                        f"{sorted(dupes.unique())[:5]}")
+    if time_column in frame.columns:
+        when = pd.to_datetime(frame[time_column], utc=True, errors="coerce", format="ISO8601") \
+            if frame[time_column].dtype == object else pd.to_datetime(frame[time_column], utc=True, errors="coerce")
+        unreadable = when.isna() & frame[time_column].notna()
+        if unreadable.any():
+            problems.append(f"column {time_column!r}: {int(unreadable.sum())} time(s) that do not parse or lie "
+                            f"outside the log's range")
+        when = when.fillna(pd.Timestamp(arrived) if arrived is not None else pd.Timestamp.now(tz="UTC"))
+    else:
+        when = pd.Series(pd.Timestamp(arrived) if arrived is not None else pd.Timestamp.now(tz="UTC"),
+                         index=frame.index)
+    clean = pd.DataFrame({"request_id": ids.astype(str), "label": labels.astype("Int64"),
+                          "labeled_at": pd.to_datetime(when, utc=True)})
+    return clean, problems
 
 
 def prediction_files(lake: Lake, day: date) -> list[Path]:
@@ -123,7 +169,10 @@ def labels_arrived(lake: Lake, until: date, since: date | None = None) -> pd.Dat
                    and date.fromisoformat(d.name[3:]) <= until for p in d.glob("*.parquet"))
     if not files:
         return pd.DataFrame(columns=list(LABEL_COLUMNS))
-    return pd.concat([pd.read_parquet(f, columns=list(LABEL_COLUMNS)) for f in files], ignore_index=True)
+    labels = pd.concat([pd.read_parquet(f, columns=list(LABEL_COLUMNS)) for f in files], ignore_index=True)
+    # a request labeled twice (a client retrying /feedback, a correction) counts once: its latest label
+    return labels.sort_values("labeled_at", kind="stable").drop_duplicates("request_id", keep="last") \
+        .reset_index(drop=True)
 
 
 def label_rows(lake: Lake, day: date) -> int:

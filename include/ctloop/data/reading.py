@@ -62,3 +62,15 @@ def read_batch(path: Path, contract: DatasetSpec | None = None) -> pd.DataFrame:
         with contextlib.suppress(ValueError, TypeError):
             frame[contract.timestamp] = pd.to_datetime(frame[contract.timestamp], utc=True, format="ISO8601")
     return frame
+
+
+def read_batches(path: Path, contract: DatasetSpec | None = None) -> pd.DataFrame:
+    """One file, or every Parquet and CSV file under a directory (sorted, concatenated)."""
+    import pandas as pd
+
+    if not path.is_dir():
+        return read_batch(path, contract)
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in (".parquet", ".csv"))
+    if not files:
+        raise DataUnreadable(f"{path}: no Parquet or CSV file under this directory")
+    return pd.concat([read_batch(f, contract) for f in files], ignore_index=True)

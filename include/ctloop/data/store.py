@@ -32,7 +32,8 @@ from ctloop.core.errors import StorageFull
 if TYPE_CHECKING:
     import pandas as pd
 
-ZONES = ("raw", "quarantine", "curated", "training_sets", "predictions", "labels", "reports")
+ZONES = ("raw", "quarantine", "curated", "training_sets", "predictions", "labels", "reports", "raw_labels",
+         "quarantine_labels")
 _TEMP_MARKS = (".incoming-", ".staging-", ".old-", ".unversioned-")
 
 
@@ -124,11 +125,12 @@ class Lake:
             (self.root / zone).mkdir(parents=True, exist_ok=True)
 
     # raw ------------------------------------------------------------------------------------------
-    def write_raw(self, day: date, source_file: Path) -> Path:
-        """Copy a delivered file into ``raw/dt=…/`` under its content hash; idempotent, never overwrites."""
+    def write_raw(self, day: date, source_file: Path, zone: str = "raw") -> Path:
+        """Copy a delivered file into ``<zone>/dt=…/`` (``raw`` for batches, ``raw_labels`` for label
+        deliveries) under its content hash; idempotent, never overwrites."""
         digest = file_sha256(source_file)
         suffix = "".join(source_file.suffixes) or ".bin"
-        target = self.partition("raw", day) / f"batch-{digest[:16]}{suffix}"
+        target = self.partition(zone, day) / f"batch-{digest[:16]}{suffix}"
         if target.exists():
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -156,9 +158,10 @@ class Lake:
             (staging / "_manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
         return target / "part-0.parquet"
 
-    def write_quarantine(self, day: date, raw_file: Path, result: dict[str, Any]) -> Path:
-        """Put a copy of the rejected batch and its validation result side by side under ``quarantine/``."""
-        target = self.partition("quarantine", day) / raw_file.stem
+    def write_quarantine(self, day: date, raw_file: Path, result: dict[str, Any], zone: str = "quarantine") -> Path:
+        """Put a copy of the rejected batch and its validation result side by side under ``quarantine/``
+        (``quarantine_labels/`` for a rejected label delivery)."""
+        target = self.partition(zone, day) / raw_file.stem
         with self._staging(target, raw_file.stat().st_size) as staging:
             shutil.copyfile(raw_file, staging / raw_file.name)
             (staging / "validation.json").write_text(json.dumps(result, indent=2, default=str))

@@ -101,10 +101,26 @@ def wait_logged(lake: Lake, day: date, request_ids: set[str], timeout: float = 6
                              f"{len(request_ids)} answered requests not logged after {timeout:.0f}s")
 
 
+def send_labels(client: httpx.Client, labels: pd.DataFrame, batch: int = 500) -> dict[str, int]:
+    """POST the labels to ``/feedback`` as the labelling system would; the server's counts, summed."""
+    totals = {"accepted": 0, "unknown": 0}
+    rows = [{"request_id": r["request_id"], "label": int(r["label"]), "labeled_at": r["labeled_at"].isoformat()}
+            for r in labels.to_dict("records")]
+    for i in range(0, len(rows), batch):
+        r = client.post("/feedback", json={"labels": rows[i:i + batch]})
+        if r.status_code != 200:
+            raise ServingUnavailable(f"{client.base_url}/feedback answered {r.status_code}: {r.text[:300]}")
+        body = r.json()
+        totals["accepted"] += int(body["accepted"])
+        totals["unknown"] += int(body["unknown"])
+    return totals
+
+
 def send_traffic(client: httpx.Client, spec: TrafficSpec, params: Params, lake: Lake, batch: int = 25,
                  concurrency: int = 4) -> list[dict[str, Any]]:
-    """Each day: the simulated requests through the server, then that day's delayed labels."""
-    from ctloop.dev.traffic import day_requests, write_day_labels
+    """Each day: the simulated requests through the server, then that day's delayed labels through its
+    ``POST /feedback`` (stamped with the day they arrive)."""
+    from ctloop.dev.traffic import day_labels, day_requests
 
     out = []
     for i in range(spec.days):
@@ -114,11 +130,11 @@ def send_traffic(client: httpx.Client, spec: TrafficSpec, params: Params, lake: 
         answers = send_records(client, request_records(requests, params, list(source[params.dataset.id])), batch, concurrency)
         seconds = time.perf_counter() - started
         logged = wait_logged(lake, day, {a["request_id"] for a in answers})
-        labels = write_day_labels(lake, day, spec, params, source, requests, labeled)
+        sent = send_labels(client, day_labels(day, spec, params, source, requests, labeled))
         served = Counter(f"v{a['model_version']} {a['route']}" for a in answers)
         out.append({"date": day.isoformat(), "rows": len(answers), "logged": logged, "served": dict(served),
                     "champion": Counter(a["model_version"] for a in answers).most_common(1)[0][0],
-                    "seconds": round(seconds, 2), "labels": labels,
+                    "seconds": round(seconds, 2), "labels": sent["accepted"], "unknown_labels": sent["unknown"],
                     "labels_arrive": (day + timedelta(days=spec.label_delay_days)).isoformat()})
     return out
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
-from ctloop.data.predictions import write_labels, write_predictions
+from ctloop.data.predictions import write_predictions
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -64,9 +64,10 @@ def day_requests(day: date, spec: TrafficSpec, params: Params) -> tuple[pd.DataF
     return source, requests, latency_ms, labeled
 
 
-def write_day_labels(lake: Lake, day: date, spec: TrafficSpec, params: Params, source: pd.DataFrame,
-                     requests: pd.DataFrame, labeled: Any) -> int:
-    """The labels of the ``labeled`` requests, arriving ``label_delay_days`` later."""
+def day_labels(day: date, spec: TrafficSpec, params: Params, source: pd.DataFrame, requests: pd.DataFrame,
+               labeled: Any) -> pd.DataFrame:
+    """The labels of the ``labeled`` requests, as a labelling system delivers them ``label_delay_days``
+    later: request id, label, when it was labeled."""
     import pandas as pd
 
     labels = pd.DataFrame({
@@ -75,7 +76,21 @@ def write_day_labels(lake: Lake, day: date, spec: TrafficSpec, params: Params, s
         "labeled_at": (requests["ts"][labeled] + pd.Timedelta(days=spec.label_delay_days)).to_numpy(),
     })
     labels["labeled_at"] = pd.to_datetime(labels["labeled_at"], utc=True)
-    write_labels(lake, labels, name=f"simulated-{day}")
+    return labels
+
+
+def write_day_labels(day: date, spec: TrafficSpec, params: Params, settings: Settings, lake: Lake,
+                     source: pd.DataFrame, requests: pd.DataFrame, labeled: Any) -> int:
+    """Deliver the day's labels through the label source (a file where ``labels.path`` says, one per
+    arrival day) and ingest them as ``ctloop_labels`` would: the same path real labels take."""
+    from ctloop.flows.labels import deliver_labels, ingest_labels
+
+    labels = day_labels(day, spec, params, source, requests, labeled)
+    for arrival, part in labels.groupby(labels["labeled_at"].dt.date, sort=True):
+        deliver_labels(part, params, settings, arrival, f"simulated-{day}")
+        outcome = ingest_labels(arrival, params, settings, lake)
+        if outcome.status != "stored":
+            raise RuntimeError(f"simulated labels for {day} not stored: {outcome.line()}")
     return int(labeled.sum())
 
 
@@ -96,7 +111,7 @@ def simulate_traffic(spec: TrafficSpec, params: Params, settings: Settings, lake
         log["score"] = scores
         log["latency_ms"] = latency_ms
         write_predictions(lake, log, name=f"simulated-v{version}")
-        labels = write_day_labels(lake, day, spec, params, source, log, labeled)
+        labels = write_day_labels(day, spec, params, settings, lake, source, log, labeled)
         out.append({"date": day.isoformat(), "rows": len(log), "champion": version, "labels": labels,
                     "labels_arrive": (day + timedelta(days=spec.label_delay_days)).isoformat()})
     return out

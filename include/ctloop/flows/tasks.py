@@ -208,6 +208,14 @@ def rollback_champion(version: str | None, reason: str, dag_id: str, run_id: str
                             dag_run=f"{dag_id}/{run_id}")
 
 
+@costed("ctloop_labels", "ingest_labels", rows=lambda r: r["rows"])
+def labels_ingest(interval_start: datetime | str) -> dict[str, Any]:
+    from ctloop.flows.labels import ingest_labels
+
+    settings, params, lake = _runtime()
+    return ingest_labels(_day(interval_start), params, settings, lake).to_dict()
+
+
 @costed("ctloop_monitor", "collect_window", rows=lambda r: r["rows"])
 def monitor_collect(interval_start: datetime | str) -> dict[str, Any]:
     from ctloop.flows.monitor import collect_window

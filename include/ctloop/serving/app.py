@@ -27,6 +27,7 @@ from fastapi import FastAPI, Request, Response
 
 from ctloop.core.errors import ConfigError, DependencyUnavailable
 from ctloop.serving.batcher import MicroBatcher
+from ctloop.serving.feedback import FeedbackHandler, RecentRequests
 from ctloop.serving.guard import CanaryGuard
 from ctloop.serving.handler import PredictionHandler
 from ctloop.serving.models import ModelStore
@@ -67,13 +68,22 @@ class ServingState:
         self.metrics = ServingMetrics()
         self.store = ModelStore(settings, params, self.metrics)
         self.guard = CanaryGuard(settings, self.spec.guard, self.store, self.metrics)
-        self.handler = PredictionHandler(params, self.store, self.guard, self.metrics)
+        self.recent = RecentRequests(self.spec.feedback_memory)
+        self.handler = PredictionHandler(params, self.store, self.guard, self.metrics, self.recent)
+        self.feedback = FeedbackHandler(params.dataset, self.spec.max_records, self.recent, self.metrics)
         self.contract = params.dataset
         self.writer: LogWriter | None = None
+        self.labels_writer: LogWriter | None = None
         self._watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        from ctloop.data.predictions import expected_log_columns, write_dead_letters, write_predictions
+        from ctloop.data.predictions import (
+            LABEL_COLUMNS,
+            expected_log_columns,
+            write_dead_letters,
+            write_labels,
+            write_predictions,
+        )
         from ctloop.data.store import Lake
         from ctloop.registry.mlflow_registry import configure_mlflow
         from ctloop.serving.logwriter import LogWriter
@@ -83,6 +93,12 @@ class ServingState:
                                 expected_log_columns(self.contract), self.spec.log.flush_seconds,
                                 self.spec.log.flush_rows, self.spec.log.max_queue_rows,
                                 dead_letter=lambda rows, reason, stem: write_dead_letters(lake, rows, reason, stem))
+        self.labels_writer = LogWriter(lambda frame, stem: write_labels(lake, frame, f"feedback-{stem}"),
+                                       list(LABEL_COLUMNS), self.spec.log.flush_seconds, self.spec.log.flush_rows,
+                                       self.spec.log.max_queue_rows,
+                                       dead_letter=lambda rows, reason, stem: write_dead_letters(
+                                           lake, rows, reason, f"feedback-{stem}"))
+        self.feedback.writer = self.labels_writer
         batcher = MicroBatcher(self.contract, self.spec.batching.max_batch, self.spec.batching.max_wait_ms,
                                self.metrics)
         batcher.start()
@@ -109,6 +125,9 @@ class ServingState:
             await asyncio.get_running_loop().run_in_executor(None, self.writer.close)
             log.info("prediction log flushed: %d rows written, %d dropped, %d dead-lettered", self.writer.written,
                      self.writer.dropped, self.writer.dead_lettered)
+        if self.labels_writer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.labels_writer.close)
+            log.info("labels flushed: %d written, %d dropped", self.labels_writer.written, self.labels_writer.dropped)
 
     async def _watch(self) -> None:
         while True:
@@ -217,6 +236,13 @@ def create_app(settings: Settings, params: Params) -> FastAPI:
         status, body = await state.handler.predict(request.state.body, time.perf_counter())
         return respond(status, body)
 
+    @app.post("/feedback", openapi_extra=state.feedback.openapi())
+    @guarded("/feedback", needs_body=True)
+    async def feedback(request: Request) -> Response:
+        """Delayed labels: `{"request_id": "...", "label": 1}` or `{"labels": [...]}`."""
+        status, body = state.feedback.accept(request.state.body)
+        return respond(status, body)
+
     @app.get("/health")
     @guarded("/health")
     async def health(request: Request) -> Response:
@@ -256,7 +282,7 @@ def create_app(settings: Settings, params: Params) -> FastAPI:
         """Prometheus text format."""
         from prometheus_client import CONTENT_TYPE_LATEST
 
-        return Response(metrics.render(state.writer), 200, media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.render(state.writer, state.labels_writer), 200, media_type=CONTENT_TYPE_LATEST)
 
     return app
 

@@ -19,6 +19,7 @@ from ctloop.serving.schema import RequestInvalid, RequestSchema
 if TYPE_CHECKING:
     from ctloop.core.params import Params
     from ctloop.serving.batcher import LoadedModel, MicroBatcher
+    from ctloop.serving.feedback import RecentRequests
     from ctloop.serving.guard import CanaryGuard
     from ctloop.serving.logwriter import LogWriter
     from ctloop.serving.metrics import ServingMetrics
@@ -28,7 +29,8 @@ log = logging.getLogger("ctloop.serving")
 
 
 class PredictionHandler:
-    def __init__(self, params: Params, store: ModelStore, guard: CanaryGuard, metrics: ServingMetrics) -> None:
+    def __init__(self, params: Params, store: ModelStore, guard: CanaryGuard, metrics: ServingMetrics,
+                 recent: RecentRequests) -> None:
         self.contract = params.dataset
         self.name = params.training.registered_model
         self.threshold = params.evaluation.threshold
@@ -36,6 +38,7 @@ class PredictionHandler:
         self.store = store
         self.guard = guard
         self.metrics = metrics
+        self.recent = recent  # the ids answered, for /feedback to recognise
         self.batcher: MicroBatcher | None = None
         self.writer: LogWriter | None = None
         self.shadow_tasks: set[asyncio.Task[None]] = set()
@@ -88,6 +91,7 @@ class PredictionHandler:
             self.metrics.predictions.labels(o["model_version"], o["route"], str(o["prediction"])).inc()
         assert self.writer is not None
         self.writer.offer(rows)
+        self.recent.add([o["request_id"] for o in out])
         if models.shadow is not None:
             task = asyncio.get_running_loop().create_task(self._shadow(models.shadow, records, received))
             self.shadow_tasks.add(task)

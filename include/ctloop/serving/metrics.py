@@ -42,6 +42,8 @@ class ServingMetrics:
                              registry=r)
         self.load_errors = Counter("ctloop_serving_model_load_errors", "models that failed to load or warm up",
                                    ["alias"], registry=r)
+        self.feedback = Counter("ctloop_serving_feedback_labels", "labels received on POST /feedback, by whether "
+                                "this server answered the request recently", ["known"], registry=r)
         self.canary_stops = Counter("ctloop_serving_canary_stops", "canaries stopped by the guard", registry=r)
         self.canary_fraction = Gauge("ctloop_serving_canary_fraction", "share of keys routed to the canary",
                                      registry=r)
@@ -56,11 +58,15 @@ class ServingMetrics:
                                  registry=r)
         self.log_errors = Gauge("ctloop_serving_log_write_errors_total", "failed prediction-log writes",
                                 registry=r)
+        self.labels_written = Gauge("ctloop_serving_labels_written_rows_total", "labels from /feedback written",
+                                    registry=r)
+        self.labels_dropped = Gauge("ctloop_serving_labels_dropped_rows_total",
+                                    "labels from /feedback dropped (queue full at shutdown)", registry=r)
         self.log_dead_lettered = Gauge("ctloop_serving_log_dead_lettered_rows_total",
                                        "prediction-log rows that could not be written, kept in the dead-letter "
                                        "file with the reason", registry=r)
 
-    def render(self, writer: LogWriter | None) -> bytes:
+    def render(self, writer: LogWriter | None, labels: LogWriter | None = None) -> bytes:
         from prometheus_client import generate_latest
 
         if writer is not None:  # read at scrape time from the writer's own counters
@@ -69,4 +75,7 @@ class ServingMetrics:
             self.log_written.set(writer.written)
             self.log_errors.set(writer.write_errors)
             self.log_dead_lettered.set(writer.dead_lettered)
+        if labels is not None:
+            self.labels_written.set(labels.written)
+            self.labels_dropped.set(labels.dropped)
         return generate_latest(self.registry)

@@ -52,6 +52,23 @@ def _band(lo: float, hi: float, pad: float, bounds: tuple[float, float], integer
     return round(a, 6), round(b, 6)
 
 
+def _key(override: float | None, column: str, field: str, default: str) -> str:
+    return f"dataset.columns.{column}.{field}" if override is not None else default
+
+
+def _not_constant(name: str, values: pd.Series) -> list[Spec]:
+    """A column that varied in the reference must not turn constant. With no dominant value in the
+    reference (the most frequent under half the rows) a constant batch is a broken feed: a failure. With
+    one (visibility at its 10-mile maximum most hours) a constant day can be real weather: a warning."""
+    if values.nunique() < 2:
+        return []
+    top = float(values.value_counts(normalize=True).iloc[0])
+    level = CRITICAL if top < 0.5 else WARNING
+    return [("ExpectColumnUniqueValueCountToBeBetween", {"column": name, "min_value": 2},
+             {"why": f"varied in the reference data (most frequent value {top:.0%} of rows): a constant batch is "
+                     + ("a broken feed" if level == CRITICAL else "worth a look, and can be real")}, level)]
+
+
 def expectation_specs(reference: pd.DataFrame, params: Params) -> list[Spec]:
     """(expectation class name, kwargs, meta, severity) for the batch suite; pure, so it is unit-testable."""
     ds, tol = params.dataset, params.validation
@@ -74,10 +91,14 @@ def expectation_specs(reference: pd.DataFrame, params: Params) -> list[Spec]:
         if not col.nullable:
             specs.append(("ExpectColumnValuesToNotBeNull", {"column": name}, {"why": "not nullable"}, CRITICAL))
         else:
+            warn = col.null_warn_share if col.null_warn_share is not None else tol.null_tolerance
+            fail = col.null_fail_share if col.null_fail_share is not None else tol.null_fail_share
             specs += [("ExpectColumnValuesToNotBeNull", {"column": name, "mostly": round(1 - share, 6)},
-                       {"why": f"validation.{key}: {level} above {share:.0%} nulls"}, level)
-                      for key, share, level in (("null_tolerance", tol.null_tolerance, WARNING),
-                                                ("null_fail_share", tol.null_fail_share, CRITICAL))]
+                       {"why": f"{key}: {level} above {share:.0%} nulls"}, level)
+                      for key, share, level in ((_key(col.null_warn_share, name, "null_warn_share",
+                                                      "validation.null_tolerance"), warn, WARNING),
+                                                (_key(col.null_fail_share, name, "null_fail_share",
+                                                      "validation.null_fail_share"), fail, CRITICAL))]
         if name == ds.target or name not in reference.columns:
             continue
         if col.type in NUMERIC_TYPES:
@@ -100,9 +121,7 @@ def expectation_specs(reference: pd.DataFrame, params: Params) -> list[Spec]:
                 specs.append(("ExpectColumnValuesToBeBetween",
                               {"column": name, "min_value": lo, "max_value": hi, "mostly": round(1 - share, 6)},
                               {"why": why}, level))
-            if values.nunique() > 1 and values.value_counts(normalize=True).iloc[0] < 0.9:
-                specs.append(("ExpectColumnUniqueValueCountToBeBetween", {"column": name, "min_value": 2},
-                              {"why": "varied in the reference data: a constant column is a broken feed"}, CRITICAL))
+            specs += _not_constant(name, values)
         elif col.type in ("categorical", "string"):
             text = reference[name].dropna().astype(str)
             if col.type == "categorical":
@@ -113,10 +132,7 @@ def expectation_specs(reference: pd.DataFrame, params: Params) -> list[Spec]:
                           for key, share, level in (
                               ("unseen_category_tolerance", tol.unseen_category_tolerance, WARNING),
                               ("unseen_category_fail_share", tol.unseen_category_fail_share, CRITICAL))]
-                if text.nunique() > 1 and text.value_counts(normalize=True).iloc[0] < 0.9:
-                    specs.append(("ExpectColumnUniqueValueCountToBeBetween", {"column": name, "min_value": 2},
-                                  {"why": "varied in the reference data: a constant column is a broken feed"},
-                                  CRITICAL))
+                specs += _not_constant(name, text)
             if not text.empty:
                 longest = int(text.str.len().max())
                 specs.append(("ExpectColumnValueLengthsToBeBetween",

@@ -35,15 +35,25 @@ $(VENV)/.installed: requirements.txt requirements-prod.txt pyproject.toml | $(BI
 	fi
 	@touch $@
 
-# Redis (the Celery broker of the end-to-end loop) from Debian when it is missing; PostgreSQL 15's server
-# binaries come with the machine (/usr/lib/postgresql/15/bin)
+# Redis (the Celery broker of the end-to-end loop) and Chromium (the offline Data Docs test opens the site
+# in it) from Debian when missing; PostgreSQL 15's server binaries come with the machine
 system-packages:
 	@command -v redis-server >/dev/null || apt-get install -y -q redis-server >/dev/null 2>&1 \
 	  || (apt-get update -q >/dev/null && apt-get install -y -q redis-server >/dev/null) \
 	  || { echo "setup: could not install redis-server (apt-get install redis-server)"; exit 1; }
+	@command -v chromium >/dev/null || apt-get install -y -q chromium >/dev/null 2>&1 \
+	  || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null) \
+	  || { echo "setup: could not install chromium (apt-get install chromium)"; exit 1; }
 	@service redis-server stop >/dev/null 2>&1 || true  # tests start their own on a free port
 
-setup: $(VENV)/.installed
+# the CSS and JavaScript of GX's Data Docs, from the npm registry at install time (the docs then work offline)
+DATADOCS := deploy/datadocs
+$(DATADOCS)/node_modules/.installed: $(DATADOCS)/package.json $(DATADOCS)/package-lock.json
+	@command -v npm >/dev/null || { echo "setup: npm not found (Data Docs will load their assets from CDNs)"; exit 0; }
+	@npm ci --prefix $(DATADOCS) --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null \
+	  && touch $@ || echo "setup: npm ci failed (Data Docs will load their assets from CDNs)"
+
+setup: $(VENV)/.installed $(DATADOCS)/node_modules/.installed
 	@$(BIN)/ctloop init
 
 SCENARIO ?= covariate_shift

@@ -310,14 +310,14 @@ def run_demo(days: int = 14, extra_days: int = 7, scenario: str = "covariate_shi
 
     from ctloop.core.params import load_params
     from ctloop.registry.mlflow_registry import configure_mlflow, registry_status
-    from ctloop.validation.context import open_context
+    from ctloop.validation.docs import build_docs
     from ctloop.views import status_table
 
     console.rule("ctloop status")
     console.print(status_table(registry_status(configure_mlflow(settings),
                                                load_params(settings.params).training.registered_model)))
     _lineage_and_audit(console, settings, demo_home, params_path)
-    open_context(settings).build_data_docs()
+    build_docs(settings)
     console.rule("where to look")
     console.print(f"Great Expectations Data Docs: {settings.data_docs_dir / 'index.html'}")
     console.print(f"lake: {settings.lake_root}   (raw/ is never modified; quarantine/ keeps each bad batch "

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     import httpx
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
-SQLITE_BUSY_SECONDS = 60
+SQLITE_BUSY_SECONDS = 30
 # [database] sql_alchemy_connect_args(_async) of the embedded Airflow (import paths to these dicts)
 SQLITE_CONNECT_ARGS: dict[str, Any] = {"timeout": SQLITE_BUSY_SECONDS}
 SQLITE_CONNECT_ARGS_ASYNC: dict[str, Any] = {"timeout": SQLITE_BUSY_SECONDS}
@@ -305,10 +305,18 @@ class LocalAirflow:
         import httpx
 
         headers = {"Authorization": f"Bearer {self.token()}"}
-        attempts = 1 if method.upper() == "POST" else 12
+        idempotent = method.upper() != "POST"
+        attempts = 12 if idempotent else 1
         for attempt in range(attempts):
             self.check_processes()
-            r = httpx.request(method, f"{self.base_url}/api/v2{path}", headers=headers, timeout=60, **kwargs)
+            try:
+                # longer than SQLite's own wait for a lock, so a busy database is a slow answer, not a timeout
+                r = httpx.request(method, f"{self.base_url}/api/v2{path}", headers=headers,
+                                  timeout=3 * SQLITE_BUSY_SECONDS, **kwargs)
+            except httpx.TimeoutException:
+                if not idempotent or attempt == attempts - 1:
+                    raise
+                continue
             if r.status_code != 503:
                 break
             time.sleep(min(0.5 * 2**attempt, 5))

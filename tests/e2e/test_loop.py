@@ -37,7 +37,7 @@ def receivers() -> Iterator[tuple[WebhookReceiver, StatsdReceiver]]:
 
 @pytest.fixture(scope="module")
 def loop_stack(tmp_path_factory: pytest.TempPathFactory, receivers: tuple[WebhookReceiver, StatsdReceiver]
-               ) -> Iterator[tuple[Any, Any]]:
+               ) -> Iterator[tuple[Any, Any, Any]]:
     from ctloop.core.settings import Settings
     from ctloop.dev.local_airflow import LocalAirflow, free_port
 
@@ -64,7 +64,7 @@ def loop_stack(tmp_path_factory: pytest.TempPathFactory, receivers: tuple[Webhoo
         airflow.start()
         for name in WORKERS:
             airflow.start_celery_worker(name)
-        yield airflow, settings
+        yield airflow, settings, pg
     finally:
         airflow.stop()
         redis.stop()
@@ -72,8 +72,8 @@ def loop_stack(tmp_path_factory: pytest.TempPathFactory, receivers: tuple[Webhoo
 
 
 @pytest.fixture
-def loop_airflow(loop_stack: tuple[Any, Any]) -> tuple[Any, Any]:
-    return loop_stack
+def loop_airflow(loop_stack: tuple[Any, Any, Any]) -> tuple[Any, Any]:
+    return loop_stack[0], loop_stack[1]
 
 
 def _mlflow(settings):  # type: ignore[no-untyped-def]
@@ -290,3 +290,15 @@ def test_a_bad_release_is_rolled_back_automatically_by_the_monitor(loop_airflow,
     rollback = [r.body for r in receivers[0].requests if r.body["event"] == "rollback"]
     assert [a["subject"] for a in rollback] == [f"{name} v{bad} -> v{good}"] and rollback[0]["severity"] == "critical"
     assert "automatic rollback" in rollback[0]["reasons"][0]
+
+
+def test_postgresql_restarted_under_the_scheduler_the_loop_goes_on(loop_stack) -> None:  # type: ignore[no-untyped-def]
+    """The metadata database restarts (every connection cut) while the scheduler, the api-server and both
+    workers run: they reconnect, no Airflow process dies, and the next run goes through."""
+    airflow, _, pg = loop_stack
+    pg.restart()
+    airflow.unpause("ctloop_labels")
+    run_id = airflow.trigger("ctloop_labels", logical_date="2026-01-10T00:00:00Z")
+    [run] = airflow.wait_for_runs("ctloop_labels", 1, timeout=300, run_filter=run_id)
+    assert run["state"] == "success"  # no label delivery that day: the task is skipped, the run succeeds
+    airflow.check_processes()

@@ -26,7 +26,9 @@ def test_contract_columns_and_fail_on_drift(tmp_path: Path, ctloop_home: Path) -
     quiet = run_cli("drift", "--reference", str(ref), "--current", str(same), "--json", "--fail-on-drift")
     assert quiet.returncode == 0, quiet.stderr
     body = json.loads(quiet.stdout)
-    assert set(body) == {"dataset_drift", "drift_share", "columns", "rows", "sampled"}
+    assert set(body) == {"dataset_drift", "drift_share", "columns", "rows", "sampled", "compared", "why",
+                         "thresholds"}
+    assert body["why"].startswith("the contract's 10 features") and body["thresholds"] == "fixed (Evidently's)"
     assert body["rows"] == {"reference": 4000, "current": 4000} and body["dataset_drift"] is False
     assert set(body["columns"]) == {"channel", "product_area", "customer_tier", "language", "message_length",
                                     "sentiment", "prior_contacts_30d", "account_age_days",
@@ -62,3 +64,17 @@ def test_types_are_inferred_outside_the_contract(tmp_path: Path, ctloop_home: Pa
 def test_missing_input_names_the_file(tmp_path: Path, ctloop_home: Path) -> None:
     r = run_cli("drift", "--reference", str(tmp_path / "nope"), "--current", str(tmp_path / "nope2"), "--json")
     assert r.returncode == 2 and str(tmp_path / "nope") in r.stderr and r.stdout == ""
+
+
+def test_files_without_the_contract_are_compared_on_every_common_column(tmp_path: Path, ctloop_home: Path) -> None:
+    """Twelve columns of someone else's data, one of which happens to be called like a contract feature:
+    judged on all twelve, not on that one (which once reported drift_share 1.0)."""
+    rng = np.random.default_rng(3)
+    ref = pd.DataFrame({f"m{i}": rng.normal(0, 1, 3000) for i in range(11)} | {"channel": rng.choice(["a", "b"], 3000)})
+    cur = ref.sample(frac=1.0, random_state=1).assign(channel=rng.choice(["a", "b", "c"], 3000))
+    ref.to_parquet(tmp_path / "r.parquet")
+    cur.to_parquet(tmp_path / "c.parquet")
+    body = json.loads(run_cli("drift", "--reference", str(tmp_path / "r.parquet"), "--current",
+                              str(tmp_path / "c.parquet"), "--json").stdout)
+    assert set(body["compared"]) == set(ref.columns) and "share (12" in body["why"]
+    assert body["drift_share"] == pytest.approx(1 / 12)

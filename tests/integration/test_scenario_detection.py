@@ -94,3 +94,38 @@ def test_concept_shift_is_caught_by_quality_while_inputs_do_not_drift(worlds) ->
     assert caught["window"] == (DRIFT + timedelta(days=2)).isoformat()  # labels of DRIFT arrive two days later
     assert caught["quality_window"] == DRIFT.isoformat()
     assert caught["quality"] < caught["reference_quality"] - 0.05
+
+
+def test_one_truth_per_window_report_summary_and_mlflow_agree(worlds) -> None:  # type: ignore[no-untyped-def]
+    """The window that triggered: its Evidently report opens with ctloop's decision, built from the very
+    summary.json beside it; the MLflow run holds the same figures; the thresholds are the calibrated ones,
+    column by column, and the model's score is judged apart from the features' share."""
+    import html
+    import json
+    import re
+
+    from ctloop.registry.mlflow_registry import configure_mlflow
+
+    settings = worlds[0]
+    summaries = _run(worlds, "covariate_shift", 9)
+    triggered = next(s for s in summaries if s["decision"]["trigger"])
+    report = Path(triggered["report"])
+    text = report.read_text()
+    assert text.count('id="ctloop-decision"') == 1 and "DRIFT: retrain triggered" in text
+    embedded = json.loads(html.unescape(re.search(
+        r'<script type="application/json" id="ctloop-summary">(.*?)</script>', text, re.S).group(1)))
+    on_disk = json.loads((report.parent / "summary.json").read_text())
+    assert embedded == on_disk == json.loads(json.dumps(triggered, default=str))
+    columns = on_disk["drift"]["columns"]
+    assert "score" in columns and on_disk["drift_share"] == pytest.approx(
+        sum(v["drift"] for c, v in columns.items() if c != "score") / (len(columns) - 1))
+    assert on_disk["thresholds"].startswith("calibrated on v")
+    assert all(v["threshold"] >= 0.1 for v in columns.values() if "p_value" not in v["method"])
+    for reason in on_disk["decision"]["reasons"]:
+        assert html.escape(reason) in text
+    client = configure_mlflow(settings)
+    [run] = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                               f"tags.`ctloop.window` = '{on_disk['window']}'",
+                               order_by=["attributes.start_time DESC"], max_results=1)  # this window's, just logged
+    assert run.data.metrics["drift_share"] == pytest.approx(on_disk["drift_share"])
+    assert run.data.metrics["triggered"] == 1.0

@@ -146,3 +146,19 @@ def test_cli_verify_names_the_bad_line_and_exits_1(ctloop_home: Path) -> None:
 def test_unknown_kind_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown audit kind"):
         AuditLog(tmp_path / "a.jsonl").append("coffee", "x", "y")
+
+
+def test_a_line_with_an_invalid_utf8_byte_is_named(tmp_path: Path) -> None:
+    from ctloop.core.audit import AuditLog
+    from ctloop.core.errors import AuditTampered
+
+    log = AuditLog(tmp_path / "audit.jsonl")
+    for i in range(3):
+        log.append("gate", f"v{i}", "passed")
+    lines = log.path.read_bytes().splitlines(keepends=True)
+    lines[1] = lines[1][:20] + b"\xff" + lines[1][21:]
+    log.path.write_bytes(b"".join(lines))
+    result = log.verify()
+    assert not result.ok and result.bad_line == 2 and "not UTF-8" in (result.problem or "")
+    with pytest.raises(AuditTampered, match=r"audit\.jsonl:2: not UTF-8"):
+        log.entries()

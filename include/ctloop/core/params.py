@@ -184,6 +184,13 @@ class MonitoringSpec(_Strict):
     max_unseen_share: float = Field(default=0.05, ge=0, le=1)
     max_label_shift: float = Field(default=0.1, ge=0, le=1)
     prediction_drift: bool = True
+    # per-column drift thresholds: Evidently's defaults (fixed), or learned from the reference's own
+    # day-to-day variation, never below the defaults (calibrated; ctloop.monitoring.calibration)
+    thresholds: Literal["fixed", "calibrated"] = "calibrated"
+    calibration_k: float = Field(default=3.0, gt=0)  # threshold = mean + k * std of the chunk-vs-rest scores
+    # a column's null share rising this much above the reference's (and beyond chance) is drift Evidently
+    # cannot see: it drops nulls before its tests
+    max_null_share_increase: float = Field(default=0.1, gt=0, le=1)
     per_column: dict[str, ColumnDriftRule] = Field(default_factory=dict)
     quality_metric: Literal["roc_auc", "f1_score", "accuracy_score"] = "roc_auc"
     max_quality_drop: float = Field(default=0.05, ge=0)

@@ -30,6 +30,7 @@ class WindowEvidence:
     unseen: dict[str, float] = field(default_factory=dict)  # column -> share of rows with unseen categories
     label_share: float | None = None  # positive share of the labeled window
     reference_label_share: float | None = None  # positive share of the champion's training data
+    missing: dict[str, tuple[float, float]] = field(default_factory=dict)  # column -> (reference, window) nulls
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,9 @@ def decide(ev: WindowEvidence, policy: MonitorPolicy, last_trigger_window: date 
     if ev.drift_share is not None and ev.drift_share >= policy.drift_share:
         reasons.append(f"data drift: {ev.drift_share:.0%} of features drifted (>= {policy.drift_share:.0%}): "
                        f"{', '.join(ev.drifted_columns)}")
+    for column, (before, now) in sorted(ev.missing.items()):
+        reasons.append(f"missing values in {column}: {now:.0%} of rows null (reference {before:.0%}); Evidently "
+                       "drops nulls, so its drift test cannot see this")
     for column, share in sorted(ev.unseen.items()):
         if share > policy.max_unseen_share:
             reasons.append(f"new categories in {column}: {share:.0%} of rows hold values never seen in training "

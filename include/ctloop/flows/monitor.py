@@ -19,12 +19,22 @@ from ctloop.core.audit import record as audit_record
 from ctloop.core.logs import library_output_to_log
 from ctloop.data.predictions import label_rows, log_rows, prediction_files
 from ctloop.decisions.drift import MonitorPolicy, WindowEvidence, decide
+from ctloop.monitoring.calibration import Calibration, calibrate
 from ctloop.monitoring.drift import DriftPolicy, column_kinds, detect_drift, sample_parquet, unseen_shares
 from ctloop.monitoring.quality import labeled_quality, window_labels
 from ctloop.monitoring.records import DriftMeasurement, QualityMeasurement, WindowData, WindowSummary
-from ctloop.monitoring.reference import SCORE, champion_reference, reference_sample
+from ctloop.monitoring.reference import (
+    SCORE,
+    champion_reference,
+    load_calibration,
+    read_reference_sample,
+    reference_sample,
+)
+from ctloop.monitoring.report import annotate_report
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ctloop.core.params import Params
     from ctloop.core.settings import Settings
     from ctloop.data.store import Lake
@@ -42,11 +52,57 @@ def monitor_policy(params: Params) -> MonitorPolicy:
                          max_unseen_share=m.max_unseen_share, max_label_shift=m.max_label_shift)
 
 
-def drift_policy(params: Params) -> DriftPolicy:
+def drift_policy(params: Params, calibration: Calibration | None = None) -> DriftPolicy:
+    """The thresholds in force: a column's own in ``monitoring.per_column`` first, then (with
+    ``monitoring.thresholds: calibrated``) the champion's calibrated ones, then Evidently's."""
     m = params.monitoring
+    thresholds = dict(calibration.thresholds()) if calibration is not None and m.thresholds == "calibrated" else {}
+    thresholds |= {c: r.threshold for c, r in m.per_column.items() if r.threshold is not None}
     return DriftPolicy(drift_share=m.drift_share, sample_rows=m.sample_rows,
                        per_column_method={c: r.method for c, r in m.per_column.items() if r.method},
-                       per_column_threshold={c: r.threshold for c, r in m.per_column.items() if r.threshold is not None})
+                       per_column_threshold=thresholds)
+
+
+def null_shares(reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], max_increase: float
+                ) -> dict[str, dict[str, Any]]:
+    """Each column's null share in the reference and the window, and whether it rose beyond ``max_increase``
+    and beyond chance (a one-sided two-proportion z-test at 0.1%)."""
+    import math
+
+    out: dict[str, dict[str, Any]] = {}
+    n1, n2 = len(reference), len(current)
+    for c in columns:
+        p1 = float(reference[c].isna().mean()) if n1 else 0.0
+        p2 = float(current[c].isna().mean()) if n2 else 0.0
+        pooled = (p1 * n1 + p2 * n2) / max(n1 + n2, 1)
+        se = math.sqrt(pooled * (1 - pooled) * (1 / max(n1, 1) + 1 / max(n2, 1)))
+        z = (p2 - p1) / se if se > 0 else (math.inf if p2 > p1 else 0.0)
+        out[c] = {"reference": round(p1, 6), "current": round(p2, 6), "z": round(z, 2) if math.isfinite(z) else None,
+                  "drift": bool(p2 - p1 >= max_increase and z > 3.09)}
+    return out
+
+
+def calibrate_reference(settings: Settings, params: Params, run_id: str) -> Calibration | None:
+    """At training time: the drift thresholds the new version's reference sample calibrates (its days
+    compared with one another), kept beside the sample as ``reference/calibration.json``."""
+    import json
+    import tempfile
+
+    from ctloop.registry.mlflow_registry import configure_mlflow
+
+    client = configure_mlflow(settings)
+    with tempfile.TemporaryDirectory() as tmp:
+        sample = read_reference_sample(client.download_artifacts(run_id, "reference/sample.parquet", tmp))
+        contract = params.dataset
+        numerical, categorical = column_kinds(sample, contract, contract.features)
+        calibration = calibrate(sample, [*numerical, SCORE], categorical, contract.timestamp, drift_policy(params),
+                                params.monitoring.calibration_k)
+        if calibration is None:
+            return None
+        out = Path(tmp) / "calibration.json"
+        out.write_text(json.dumps(calibration.to_dict(), indent=1))
+        client.log_artifact(run_id, str(out), artifact_path="reference")
+    return calibration
 
 
 def drift_history(lake: Lake, before: date, days: int = 30) -> tuple[list[date], date | None]:
@@ -82,6 +138,13 @@ def measure_drift(params: Params, data: WindowData, report: Path) -> DriftMeasur
     champion = data.champion
     if data.rows < params.monitoring.min_rows:
         return DriftMeasurement(champion.version, data.rows)
+    calibration = load_calibration(champion)
+    if params.monitoring.thresholds == "fixed":
+        thresholds = "fixed (monitoring.thresholds)"
+    elif calibration is None:
+        thresholds = f"fixed (v{champion.version} has no calibration: trained before it, or too few days)"
+    else:
+        thresholds = f"calibrated on v{champion.version}'s reference ({len(calibration.chunks)} days, k={calibration.k:g})"
     reference = reference_sample(champion)
     # a bounded uniform sample read row group by row group: memory stays flat however big the window
     sample, _ = sample_parquet([Path(f) for f in data.files], [*contract.features, SCORE, "route"],
@@ -90,13 +153,15 @@ def measure_drift(params: Params, data: WindowData, report: Path) -> DriftMeasur
     sample = sample[sample["route"] == "champion"].drop(columns="route").reset_index(drop=True)
     numerical, categorical = column_kinds(sample, contract, contract.features)
     report.parent.mkdir(parents=True, exist_ok=True)
-    drift = detect_drift(reference, sample, [*numerical, SCORE], categorical, drift_policy(params),
-                         rows={"reference": len(reference), "current": data.rows}, report=report)
+    drift = detect_drift(reference, sample, numerical, categorical, drift_policy(params, calibration),
+                         rows={"reference": len(reference), "current": data.rows}, report=report, outputs=[SCORE])
     features = {c: d for c, d in drift.columns.items() if c != SCORE}
     drifted = tuple(sorted(c for c, d in features.items() if d.drift))
+    missing = null_shares(reference, sample, contract.features, params.monitoring.max_null_share_increase)
     return DriftMeasurement(champion.version, data.rows, drift.to_dict(), str(report),
                             len(drifted) / max(len(features), 1), drifted, drift.columns[SCORE].drift,
-                            drift.columns[SCORE].score, unseen_shares(reference, sample, categorical))
+                            drift.columns[SCORE].score, unseen_shares(reference, sample, categorical), thresholds,
+                            missing)
 
 
 def measure_quality(lake: Lake, params: Params, data: WindowData) -> QualityMeasurement:
@@ -117,6 +182,7 @@ def decide_window(lake: Lake, params: Params, settings: Settings, data: WindowDa
         quality=quality.quality, labeled_rows=quality.labeled_rows, quality_window=quality.quality_window,
         reference_quality=quality.reference_quality, unseen=drift.unseen,
         label_share=quality.label_share, reference_label_share=quality.reference_label_share,
+        missing=drift.missing_drifted,
     )
     history, last_trigger = drift_history(lake, data.window)
     decision = decide(evidence, monitor_policy(params), last_trigger, retrains_in_flight, history)
@@ -124,6 +190,8 @@ def decide_window(lake: Lake, params: Params, settings: Settings, data: WindowDa
     out = report_dir(lake, data.window)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=1, default=str))
+    if drift.report and Path(drift.report).exists():
+        annotate_report(Path(drift.report), summary)
     if decision.trigger or decision.status == "suppressed":
         audit_record("drift_trigger", f"window {data.window}", "triggered" if decision.trigger else "suppressed",
                      decision.reasons, {"drifted_columns": list(decision.drifted_columns), "report": drift.report,

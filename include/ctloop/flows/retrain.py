@@ -149,12 +149,15 @@ def train(params: Params, settings: Settings, data_dir: Path, model: str | None 
           hyperparameters: dict[str, Any] | None = None) -> TrainedVersion:
     from ctloop.data.training_set import read_training_set
     from ctloop.flows.lineage import record_lineage
+    from ctloop.flows.monitor import calibrate_reference
     from ctloop.registry.mlflow_registry import configure_mlflow
     from ctloop.training.train import train_challenger
 
     train_df, test_df, info = read_training_set(data_dir)
     result = train_challenger(train_df, test_df, info["window"], params, settings, info.get("trigger", {}),
                               model=model, hyperparameters=hyperparameters)
+    # the drift thresholds this version will be monitored with, learned from its own reference sample
+    calibrate_reference(settings, params, result.run_id)
     lineage = record_lineage(settings, params, Lake(settings.lake_root), configure_mlflow(settings), result.run_id,
                              result.version, data_dir, info, {"model": result.model, "seed": result.seed,
                                                               "hyperparameters": result.hyperparameters})

@@ -148,13 +148,19 @@ def column_kinds(frame: pd.DataFrame, contract: DatasetSpec | None, columns: lis
 
 
 def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, numerical: list[str], categorical: list[str],
-                 policy: DriftPolicy, rows: dict[str, int] | None = None, report: Path | None = None) -> DriftResult:
-    """Evidently's DataDriftPreset on the two samples; per-column verdicts are Evidently's test results."""
+                 policy: DriftPolicy, rows: dict[str, int] | None = None, report: Path | None = None,
+                 outputs: list[str] | None = None) -> DriftResult:
+    """Evidently's DataDriftPreset on the two samples' features; per-column verdicts are Evidently's test
+    results. ``outputs`` (the model's score) are numerical columns judged beside the features but outside
+    the dataset's drift share, as ctloop's decision counts them, so the report and the decision agree."""
     os.environ.setdefault("DO_NOT_TRACK", "true")
     from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
     from evidently.presets import DataDriftPreset
 
-    columns = numerical + categorical
+    outputs = outputs or []
+    features = [c for c in numerical + categorical if c not in outputs]
+    columns = features + outputs
     for side, frame in (("reference", reference), ("current", current)):
         missing = [c for c in columns if c not in frame.columns]
         if missing:
@@ -163,11 +169,16 @@ def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, numerical: list
     for c in categorical:  # one representation on both sides
         ref[c] = ref[c].astype("string")
         cur[c] = cur[c].astype("string")
-    definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
-    preset = DataDriftPreset(columns=columns, drift_share=policy.drift_share,
-                             per_column_method=policy.per_column_method or None,
-                             per_column_threshold=policy.per_column_threshold or None)
-    snapshot = Report([preset], include_tests=True).run(
+    definition = DataDefinition(numerical_columns=[c for c in numerical if c in columns] +
+                                [c for c in outputs if c not in numerical], categorical_columns=categorical)
+    feature_methods = {c: m for c, m in policy.per_column_method.items() if c in features}
+    feature_thresholds = {c: v for c, v in policy.per_column_threshold.items() if c in features}
+    preset = DataDriftPreset(columns=features, drift_share=policy.drift_share,
+                             per_column_method=feature_methods or None,
+                             per_column_threshold=feature_thresholds or None)
+    output_metrics = [ValueDrift(column=c, method=policy.per_column_method.get(c),
+                                 threshold=policy.per_column_threshold.get(c)) for c in outputs]
+    snapshot = Report([preset, *output_metrics], include_tests=True).run(
         Dataset.from_pandas(cur, data_definition=definition), Dataset.from_pandas(ref, data_definition=definition))
     data = snapshot.dict()
     verdicts = {t["metric_config"]["params"]["column"]: t["status"] == "FAIL" for t in data.get("tests", [])
@@ -178,8 +189,12 @@ def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, numerical: list
         cfg = m["config"]
         if cfg["type"].endswith("ValueDrift"):
             col = cfg["column"]
-            result_columns[col] = ColumnDrift(method=str(cfg["method"]), score=float(m["value"]),
-                                              threshold=float(cfg["threshold"]), drift=bool(verdicts.get(col, False)))
+            method, score, threshold = str(cfg["method"]), float(m["value"]), float(cfg["threshold"])
+            # Evidently's own test where it ran one; the same rule where it did not (an output's ValueDrift)
+            verdict = verdicts.get(col)
+            if verdict is None:
+                verdict = score < threshold if "p_value" in method else score >= threshold
+            result_columns[col] = ColumnDrift(method=method, score=score, threshold=threshold, drift=bool(verdict))
         elif cfg["type"].endswith("DriftedColumnsCount"):
             share = m["value"]["share"]
     if report is not None:
@@ -195,18 +210,40 @@ def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, numerical: list
     )
 
 
+def choose_columns(reference: list[str], current: list[str], contract: DatasetSpec | None,
+                   exclude: list[str] | None = None) -> tuple[list[str], str]:
+    """What ``ctloop drift`` compares, and why: the contract's features when both files carry every one of
+    them; otherwise every column the two files share (a file that happens to share one column name with the
+    contract is not judged on that one column)."""
+    common = [c for c in reference if c in current and c not in (exclude or [])]
+    if contract is not None and all(f in reference and f in current for f in contract.features):
+        return list(contract.features), f"the contract's {len(contract.features)} features (both files carry them)"
+    return common, f"every column the two files share ({len(common)}; they do not carry the contract's features)"
+
+
 def drift_between_files(reference: Path, current: Path, contract: DatasetSpec | None, policy: DriftPolicy,
-                        columns: list[str] | None = None, report: Path | None = None) -> DriftResult:
-    import pyarrow.parquet as pq
+                        columns: list[str] | None = None, report: Path | None = None,
+                        calibrate_by: str | None = None, k: float = 3.0) -> tuple[DriftResult, Any]:
+    """Drift between two datasets; with ``calibrate_by`` (a timestamp column of the reference) each column's
+    threshold is calibrated on the reference's days first (:mod:`ctloop.monitoring.calibration`)."""
+    from dataclasses import replace
 
     if columns is None:
-        ref_names = pq.ParquetFile(parquet_files(reference)[0]).schema_arrow.names
-        wanted = contract.features if contract else ref_names
-        columns = [c for c in wanted if c in ref_names]
-    ref, ref_rows = sample_parquet(reference, columns, policy.sample_rows, policy.seed)
+        columns, _ = choose_columns(parquet_columns(reference), parquet_columns(current), contract)
+    read = [*columns, calibrate_by] if calibrate_by and calibrate_by not in columns else columns
+    ref, ref_rows = sample_parquet(reference, read, policy.sample_rows, policy.seed)
     cur, cur_rows = sample_parquet(current, columns, policy.sample_rows, policy.seed + 1)
-    numerical, categorical = column_kinds(ref, contract, columns)
-    return detect_drift(ref, cur, numerical, categorical, policy, {"reference": ref_rows, "current": cur_rows}, report)
+    numerical, categorical = column_kinds(ref[columns], contract, columns)
+    calibration = None
+    if calibrate_by is not None:
+        from ctloop.monitoring.calibration import calibrate
+
+        calibration = calibrate(ref, numerical, categorical, calibrate_by, policy, k)
+        if calibration is not None:
+            policy = replace(policy, per_column_threshold=calibration.thresholds() | policy.per_column_threshold)
+    result = detect_drift(ref[columns], cur, numerical, categorical, policy,
+                          {"reference": ref_rows, "current": cur_rows}, report)
+    return result, calibration
 
 
 def unseen_shares(reference: pd.DataFrame, current: pd.DataFrame, categorical: list[str]) -> dict[str, float]:

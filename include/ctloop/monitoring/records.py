@@ -11,13 +11,15 @@ from typing import Any
 @dataclass(frozen=True)
 class ChampionReference:
     """The champion the window is judged against: its reference sample (training rows with its scores,
-    stored with the version and cached locally) and its test-set quality."""
+    stored with the version and cached locally), its test-set quality, and the drift thresholds calibrated
+    on that sample at training time (None for a version trained before calibration existed)."""
 
     version: str
     run_id: str
     sample_path: str
     quality: float | None
     label_share: float | None
+    calibration_path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,9 +61,15 @@ class DriftMeasurement:
     prediction_drift: bool | None = None
     prediction_drift_score: float | None = None
     unseen: dict[str, float] = field(default_factory=dict)
+    thresholds: str = "fixed"  # "calibrated" (from the champion's reference) or "fixed" (Evidently's), and why
+    missing: dict[str, dict[str, Any]] = field(default_factory=dict)  # column -> null shares and the verdict
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"drifted_columns": list(self.drifted_columns)}
+
+    @property
+    def missing_drifted(self) -> dict[str, tuple[float, float]]:
+        return {c: (m["reference"], m["current"]) for c, m in self.missing.items() if m["drift"]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DriftMeasurement:
@@ -107,7 +115,8 @@ class WindowSummary:
         d, q = self.drift, self.quality.to_dict()
         return {"window": self.window.isoformat(), "rows": self.rows, "champion": self.champion,
                 "drift_share": d.drift_share, "drifted_columns": list(d.drifted_columns),
-                "prediction_drift": d.prediction_drift, "unseen": d.unseen, "report": d.report,
+                "prediction_drift": d.prediction_drift, "prediction_drift_score": d.prediction_drift_score,
+                "unseen": d.unseen, "missing": d.missing, "thresholds": d.thresholds, "report": d.report,
                 **{k: q[k] for k in ("quality", "labeled_rows", "quality_window", "reference_quality",
                                      "label_share", "reference_label_share")},
                 "drift": d.drift, "decision": self.decision}

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ctloop.core.errors import RegistryError
+from ctloop.monitoring.calibration import Calibration
 from ctloop.monitoring.records import ChampionReference
 
 if TYPE_CHECKING:
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from ctloop.core.settings import Settings
 
 SCORE = "score"
+CALIBRATION_ARTIFACT = "reference/calibration.json"
 
 
 def champion_reference(settings: Settings, params: Params) -> ChampionReference:
@@ -42,10 +44,30 @@ def champion_reference(settings: Settings, params: Params) -> ChampionReference:
     label_share = None
     if target in pq.ParquetFile(cache).schema_arrow.names:
         label_share = float(pq.read_table(cache, columns=[target]).column(0).to_pandas().mean())
-    return ChampionReference(version, run_id, str(cache), quality, label_share)
+    calibration = cache.with_suffix(".calibration.json")
+    if not calibration.exists():
+        artifacts = {f.path for f in client.list_artifacts(run_id, "reference")}
+        if CALIBRATION_ARTIFACT in artifacts:
+            local = client.download_artifacts(run_id, CALIBRATION_ARTIFACT, str(cache.parent / f".{version}"))
+            Path(local).rename(calibration)
+    return ChampionReference(version, run_id, str(cache), quality, label_share,
+                             str(calibration) if calibration.exists() else None)
+
+
+def load_calibration(reference: ChampionReference) -> Calibration | None:
+    import json
+
+    if reference.calibration_path is None:
+        return None
+    return Calibration.from_dict(json.loads(Path(reference.calibration_path).read_text()))
 
 
 def reference_sample(reference: ChampionReference) -> pd.DataFrame:
+    return read_reference_sample(reference.sample_path)
+
+
+def read_reference_sample(path: str | Path) -> pd.DataFrame:
+    """A stored reference sample, its model scores in the column the prediction log uses."""
     import pandas as pd
 
-    return pd.read_parquet(reference.sample_path).rename(columns={"prediction_score": SCORE})
+    return pd.read_parquet(path).rename(columns={"prediction_score": SCORE})

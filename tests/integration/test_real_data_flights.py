@@ -105,3 +105,39 @@ def test_a_month_in_one_process_and_again_to_the_same_versions(flights_home) -> 
     assert json.loads(again.stdout)["days"] == days  # the same outcome for every day
     assert versions() == before, "a re-run writes the same data: the same DVC hashes"
     assert all(len(list((lake / "raw" / f"dt={d['date']}").glob("batch-*"))) == 1 for d in days)
+
+
+def test_calibrated_thresholds_stop_the_false_alarms_of_the_weather_and_keep_the_season(flights_home) -> None:  # type: ignore[no-untyped-def]
+    """A day of real weather against the rest of its month: Evidently's fixed 0.1 calls it drift (every
+    flight of an hour shares one reading); thresholds calibrated on the reference's own days do not, and
+    still see July against January."""
+    from dataclasses import replace
+
+    from ctloop.core.params import load_params
+    from ctloop.flows.monitor import drift_policy
+    from ctloop.monitoring.calibration import calibrate
+    from ctloop.monitoring.drift import column_kinds, detect_drift
+
+    year = flights_home["year"]
+    params = load_params(REPO / "examples" / "flights" / "params.yaml")
+    contract, share = params.dataset, params.monitoring.drift_share
+    numerical, categorical = column_kinds(year[contract.features], contract, contract.features)
+    month, day = year["sched_dep"].dt.month, year["sched_dep"].dt.day
+    fixed = drift_policy(params)
+
+    def policies(reference):  # type: ignore[no-untyped-def]
+        calibration = calibrate(reference, numerical, categorical, contract.timestamp, fixed, params.monitoring.calibration_k)
+        assert calibration is not None and calibration.columns["temp"].threshold > 1.0 > calibration.columns["carrier"].threshold
+        return fixed, replace(fixed, per_column_threshold=calibration.thresholds())
+
+    june_even = year[(month == 6) & (day % 2 == 0)]
+    fixed_policy, calibrated = policies(june_even)
+    for d in (3, 9, 17):  # the same month: noise
+        window = year[(month == 6) & (day == d)]
+        assert detect_drift(june_even, window, numerical, categorical, fixed_policy).drift_share >= share
+        assert detect_drift(june_even, window, numerical, categorical, calibrated).drift_share < share
+    jan_even = year[(month == 1) & (day % 2 == 0)]
+    _, calibrated_jan = policies(jan_even)
+    for d in (2, 9, 16):  # two seasons apart: temperature is beyond its own January variation
+        july = detect_drift(jan_even, year[(month == 7) & (day == d)], numerical, categorical, calibrated_jan)
+        assert july.columns["temp"].drift

@@ -36,11 +36,12 @@ def _days(n_days: int, rows: int, hourly: bool, seed: int = 0) -> pd.DataFrame:
 def test_hour_shared_values_raise_the_threshold_and_independent_rows_keep_the_default() -> None:
     policy = DriftPolicy()
     shared = calibrate(_days(8, 600, hourly=True), ["x"], ["c"], "ts", policy)
-    independent = calibrate(_days(8, 600, hourly=False), ["x"], ["c"], "ts", policy)
+    independent = calibrate(_days(8, 2000, hourly=False), ["x"], ["c"], "ts", policy)
     assert shared is not None and independent is not None
     assert shared.columns["x"].threshold > 0.2 > shared.columns["x"].default == 0.1
-    assert independent.columns["x"].threshold == independent.columns["x"].default == 0.1
-    assert len(shared.columns["x"].scores) == 8 and shared.chunks[0] == "2026-03-01"
+    # independent rows: the day-to-day spread stays within (or at) Evidently's default
+    assert independent.columns["x"].default == 0.1 <= independent.columns["x"].threshold < 0.11
+    assert len(shared.columns["x"].scores) == 7 and shared.chunks[0] == "2026-03-01"  # at most 7 days, spread
     # the noise a new day of the same world brings no longer reads as drift; a real shift still does
     reference, new_day = _days(8, 600, hourly=True), _days(1, 600, hourly=True, seed=9)
     calibrated = DriftPolicy(per_column_threshold=shared.thresholds())

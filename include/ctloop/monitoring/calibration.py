@@ -14,13 +14,13 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ctloop.monitoring.drift import DriftPolicy, detect_drift
+from ctloop.monitoring.drift import DriftPolicy, column_scores
 
 if TYPE_CHECKING:
     import pandas as pd
 
 MIN_CHUNK_ROWS = 100
-MAX_CHUNKS = 14
+MAX_CHUNKS = 7
 
 
 @dataclass(frozen=True)
@@ -72,10 +72,10 @@ def calibrate(reference: pd.DataFrame, numerical: list[str], categorical: list[s
     methods: dict[str, tuple[str, float]] = {}
     for day in chunks:
         inside = days == day
-        result = detect_drift(reference[~inside], reference[inside], numerical, categorical, policy)
-        for column, drift in result.columns.items():
-            scores.setdefault(column, []).append(drift.score)
-            methods[column] = (drift.method, drift.threshold)
+        for column, (method, score, default) in column_scores(reference[~inside], reference[inside], numerical,
+                                                              categorical).items():
+            scores.setdefault(column, []).append(score)
+            methods[column] = (method, policy.per_column_threshold.get(column, default))
     columns = {}
     for column, values in scores.items():
         method, default = methods[column]

@@ -45,7 +45,7 @@ def main() -> None:
     fixed = drift_policy(params)
 
     def windows(reference, current_days):  # type: ignore[no-untyped-def]
-        calibration = calibrate(reference, numerical, categorical, contract.timestamp, fixed,
+        calibration = calibrate(reference, numerical, categorical, contract.timestamp, fixed.per_column_threshold,
                                 params.monitoring.calibration_k)
         assert calibration is not None
         calibrated = replace(fixed, per_column_threshold=calibration.thresholds())

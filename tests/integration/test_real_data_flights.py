@@ -126,7 +126,7 @@ def test_calibrated_thresholds_stop_the_false_alarms_of_the_weather_and_keep_the
     fixed = drift_policy(params)
 
     def policies(reference):  # type: ignore[no-untyped-def]
-        calibration = calibrate(reference, numerical, categorical, contract.timestamp, fixed, params.monitoring.calibration_k)
+        calibration = calibrate(reference, numerical, categorical, contract.timestamp, fixed.per_column_threshold, params.monitoring.calibration_k)
         assert calibration is not None and calibration.columns["temp"].threshold > 1.0 > calibration.columns["carrier"].threshold
         return fixed, replace(fixed, per_column_threshold=calibration.thresholds())
 

@@ -34,9 +34,8 @@ def _days(n_days: int, rows: int, hourly: bool, seed: int = 0) -> pd.DataFrame:
 
 
 def test_hour_shared_values_raise_the_threshold_and_independent_rows_keep_the_default() -> None:
-    policy = DriftPolicy()
-    shared = calibrate(_days(8, 600, hourly=True), ["x"], ["c"], "ts", policy)
-    independent = calibrate(_days(8, 2000, hourly=False), ["x"], ["c"], "ts", policy)
+    shared = calibrate(_days(8, 600, hourly=True), ["x"], ["c"], "ts")
+    independent = calibrate(_days(8, 2000, hourly=False), ["x"], ["c"], "ts")
     assert shared is not None and independent is not None
     assert shared.columns["x"].threshold > 0.2 > shared.columns["x"].default == 0.1
     # independent rows: the day-to-day spread stays within (or at) Evidently's default
@@ -50,7 +49,7 @@ def test_hour_shared_values_raise_the_threshold_and_independent_rows_keep_the_de
 
 
 def test_too_few_days_to_calibrate() -> None:
-    assert calibrate(_days(2, 600, hourly=True), ["x"], [], "ts", DriftPolicy()) is None
+    assert calibrate(_days(2, 600, hourly=True), ["x"], [], "ts") is None
 
 
 @settings(max_examples=30, deadline=None, derandomize=True, database=None)

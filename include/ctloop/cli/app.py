@@ -93,6 +93,19 @@ def parse_day(value: str, option: str) -> date:
     raise UsageError(f"{option} {shown(value)}: expected a date YYYY-MM-DD")
 
 
+def parse_days(day: str | None, start: str | None, end: str | None, verb: str) -> list[date]:
+    """``--date DAY``, or ``--start DAY --end DAY`` (inclusive), as the days they name."""
+    from datetime import timedelta
+
+    if (day is None) == (start is None and end is None) or (day is None and (start is None or end is None)):
+        raise UsageError(f"{verb}: give --date DAY, or --start DAY and --end DAY")
+    first = parse_day(day, "--date") if day is not None else parse_day(str(start), "--start")
+    last = first if day is not None else parse_day(str(end), "--end")
+    if last < first:
+        raise UsageError(f"--end {last} is before --start {first}")
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
 def emit(obj: dict[str, Any], as_json: bool, text: str) -> None:
     if as_json:
         sys.stdout.write(json.dumps(obj, default=str) + "\n")

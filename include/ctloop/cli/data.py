@@ -8,7 +8,17 @@ from typing import Annotated
 
 import typer
 
-from ctloop.cli.app import JsonFlag, app, emit, labels_app, parse_day, runtime, simulate_app, suite_app
+from ctloop.cli.app import (
+    JsonFlag,
+    app,
+    emit,
+    labels_app,
+    parse_day,
+    parse_days,
+    runtime,
+    simulate_app,
+    suite_app,
+)
 from ctloop.core.errors import CtloopError
 
 
@@ -37,6 +47,7 @@ def simulate_batch(
     else:
         frame.to_parquet(out, index=False)
     typer.echo(f"{out}: {len(frame)} rows ({scenario})")
+
 
 @simulate_app.command("traffic")
 def simulate_traffic_cmd(
@@ -77,6 +88,7 @@ def simulate_traffic_cmd(
     emit({"days": out}, as_json, "\n".join(f"{d['date']}: {d['rows']} requests scored by v{d['champion']}, "
                                               f"{d['labels']} labels arrive {d['labels_arrive']}" for d in out))
 
+
 @suite_app.command("build")
 def suite_build(
     source: Annotated[Path, typer.Option("--from", help="reference data: a Parquet or CSV file, or a directory "
@@ -103,6 +115,7 @@ def suite_build(
           as_json, f"suite {name}: {n} expectations from {len(reference)} reference rows; training-set suite "
                    f"{training}; in {settings.gx_dir}/expectations")
 
+
 @app.command()
 def validate(
     file: Annotated[Path, typer.Argument(help="batch to validate (Parquet or CSV)")],
@@ -125,6 +138,7 @@ def validate(
     if not report.success:
         raise typer.Exit(1)
 
+
 @app.command()
 def ingest(
     day: Annotated[str | None, typer.Option("--date", help="one data interval, YYYY-MM-DD")] = None,
@@ -134,21 +148,13 @@ def ingest(
 ) -> None:
     """Ingest outside Airflow: extract, validate, publish or quarantine one day (--date) or a range
     (--start/--end, in one process: a year of small days in minutes). Exit 1 when a day was quarantined."""
-    from datetime import timedelta
-
     from rich.console import Console
 
-    from ctloop.core.errors import UsageError
     from ctloop.flows.ingest import ingest_days
     from ctloop.validation.context import open_context
 
-    if (day is None) == (start is None and end is None) or (day is None and (start is None or end is None)):
-        raise UsageError("ingest: give --date DAY, or --start DAY and --end DAY")
-    first = parse_day(day, "--date") if day is not None else parse_day(str(start), "--start")
-    last = first if day is not None else parse_day(str(end), "--end")
-    if last < first:
-        raise UsageError(f"--end {last} is before --start {first}")
-    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    days = parse_days(day, start, end, "ingest")
+    first, last = days[0], days[-1]
     settings, params, lake = runtime()
     console = Console(stderr=True)
     show = None if as_json or len(days) == 1 or not console.is_terminal else (
@@ -190,17 +196,10 @@ def labels_ingest(
 ) -> None:
     """Ingest label deliveries (labels.path) outside Airflow: checked against the labels contract, stored
     for the monitor, or quarantined whole (exit 1)."""
-    from datetime import timedelta
-
-    from ctloop.core.errors import UsageError
     from ctloop.flows.labels import ingest_labels
 
-    if (day is None) == (start is None and end is None) or (day is None and (start is None or end is None)):
-        raise UsageError("labels ingest: give --date DAY, or --start DAY and --end DAY")
-    first = parse_day(day, "--date") if day is not None else parse_day(str(start), "--start")
-    last = first if day is not None else parse_day(str(end), "--end")
     settings, params, lake = runtime()
-    outcomes = [ingest_labels(first + timedelta(days=i), params, settings, lake) for i in range((last - first).days + 1)]
+    outcomes = [ingest_labels(d, params, settings, lake) for d in parse_days(day, start, end, "labels ingest")]
     if day is not None:
         emit(outcomes[0].to_dict(), as_json, outcomes[0].line())
     else:

@@ -17,6 +17,7 @@ def init() -> None:
     for line in init_stores():
         typer.echo(line)
 
+
 @airflow_app.command("up")
 def airflow_up() -> None:
     """Start api-server, scheduler, dag-processor and triggerer in the background (UI on CTLOOP_AIRFLOW_PORT)."""
@@ -26,6 +27,7 @@ def airflow_up() -> None:
     af.start(wait=True, detach=True)
     typer.echo(af.login_hint())
 
+
 @airflow_app.command("down")
 def airflow_down() -> None:
     """Stop the local Airflow started by `ctloop airflow up`."""
@@ -33,6 +35,7 @@ def airflow_down() -> None:
 
     stopped = LocalAirflow.from_settings().stop_detached()
     typer.echo(f"stopped {stopped} Airflow process group(s)")
+
 
 @app.command()
 def demo(

@@ -31,6 +31,7 @@ def lineage(
     if not chain.complete:
         raise typer.Exit(1)
 
+
 @app.command()
 def reproduce(
     version: Annotated[str, typer.Argument(help="model version")],
@@ -55,6 +56,7 @@ def reproduce(
           f"({', '.join(f'{k} {v:.6f}' for k, v in result.reproduced.items())}), max score difference "
           f"{result.max_score_difference:g}")
 
+
 @audit_app.command("verify")
 def audit_verify(as_json: JsonFlag = False) -> None:
     """Check the hash chain; exit 1 and name the first bad line when an entry was edited, removed or reordered."""
@@ -68,6 +70,7 @@ def audit_verify(as_json: JsonFlag = False) -> None:
           f"{log.path}:{result.bad_line}: {result.problem}")
     if not result.ok:
         raise typer.Exit(1)
+
 
 @audit_app.command("show")
 def audit_show(

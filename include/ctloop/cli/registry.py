@@ -23,6 +23,7 @@ def promote(
     result = promote_version(params, settings, version, reason, force=force, actor="cli")
     emit(result, as_json, f"champion: v{result['version']} (was {'v' + result['previous_champion'] if result['previous_champion'] else 'none'})")
 
+
 @app.command()
 def approve(
     version: Annotated[str, typer.Argument(help="the @candidate version")],
@@ -37,6 +38,7 @@ def approve(
     emit(result, as_json, f"approved: champion v{result['version']} (was "
                            f"{'v' + result['previous_champion'] if result['previous_champion'] else 'none'})")
 
+
 @app.command()
 def rollback(
     reason: Annotated[str, typer.Option(help="why (audited, recorded on both versions)")],
@@ -49,6 +51,7 @@ def rollback(
     settings, params, _ = runtime()
     result = rollback_version(params, settings, to, reason, actor="cli")
     emit(result, as_json, f"rolled back: champion v{result['version']} (was v{result['rolled_back']})")
+
 
 @app.command()
 def history(as_json: JsonFlag = False) -> None:
@@ -65,6 +68,7 @@ def history(as_json: JsonFlag = False) -> None:
                           f"{('v' + m['to']) if m['to'] else '-'}" for m in e["moves"])
         typer.echo(f"{e['at']} {e['kind']:<9} {moves}  by {e['actor']}{' (' + e['dag_run'] + ')' if e['dag_run'] else ''}"
                    f": {e['reason']}")
+
 
 @app.command()
 def status(as_json: JsonFlag = False) -> None:

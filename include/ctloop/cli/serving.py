@@ -63,6 +63,7 @@ def alerts_send(
     emit(body, as_json, f"audit #{seq}: " + ("no alert" if delivery is None else
                                              f"{delivery.event} {'sent' if delivery.delivered else 'not sent'}"))
 
+
 @app.command()
 def routes(
     canary: Annotated[float | None, typer.Option(help="share of request keys sent to the canary (0 stops it)")] = None,

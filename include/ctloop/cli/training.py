@@ -47,6 +47,7 @@ def prepare(
     emit(info, as_json, f"training set [{w['start']}, {w['end']}): {info['train_rows']} train rows "
                          f"({len(w['train_days'])} days), {info['test_rows']} test rows ({', '.join(w['test_days'])}) -> {out_dir}")
 
+
 @app.command()
 def train(
     data_dir: DataDir,
@@ -64,6 +65,7 @@ def train(
     (out / "train.json").write_text(json.dumps(result, indent=1))
     emit(result, as_json, f"challenger v{result['version']} ({result['model']}), run {result['run_id']}; "
                            f"log_model {result['log_model_seconds']}s")
+
 
 @app.command()
 def evaluate(
@@ -103,6 +105,7 @@ def evaluate(
                            f"{'v' + result['champion'] if result['champion'] else 'none yet'}"
                            + "".join(f"\n  {line}" for line in result["suites"].values()))
 
+
 @app.command()
 def gate(
     data_dir: DataDir,
@@ -118,6 +121,7 @@ def gate(
     emit(decision.to_dict(), as_json, f"gate: {verdict} v{decision.challenger}\n  - " + "\n  - ".join(decision.reasons))
     if not decision.passed:
         raise typer.Exit(1)
+
 
 @golden_app.command("add")
 def golden_add(
@@ -148,6 +152,7 @@ def golden_add(
     append_cases(path, cases)
     emit({"added": [c["case_id"] for c in cases], "golden_set": str(path)}, as_json,
           f"added {len(cases)} case(s) to {path}: {', '.join(c['case_id'] for c in cases)}")
+
 
 @golden_app.command("seed")
 def golden_seed(

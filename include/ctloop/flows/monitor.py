@@ -95,7 +95,7 @@ def calibrate_reference(settings: Settings, params: Params, run_id: str) -> Cali
         sample = read_reference_sample(client.download_artifacts(run_id, "reference/sample.parquet", tmp))
         contract = params.dataset
         numerical, categorical = column_kinds(sample, contract, contract.features)
-        calibration = calibrate(sample, [*numerical, SCORE], categorical, contract.timestamp, drift_policy(params),
+        calibration = calibrate(sample, [*numerical, SCORE], categorical, contract.timestamp, drift_policy(params).per_column_threshold,
                                 params.monitoring.calibration_k)
         if calibration is None:
             return None

@@ -25,6 +25,7 @@ from ctloop.registry.mlflow_registry import (
     alias_version,
     configure_mlflow,
 )
+from ctloop.training.train import TrainResult
 
 
 @dataclass(frozen=True)
@@ -53,20 +54,12 @@ class TrainingSetChecked:
 
 
 @dataclass(frozen=True)
-class TrainedVersion:
-    """The challenger trained on a training set: its run, its registered version and its lineage."""
+class TrainedVersion(TrainResult):
+    """The challenger trained on a training set: its run and registered version (:class:`TrainResult`), the
+    training set it came from and that set's DVC version."""
 
-    run_id: str
-    version: str
-    model_uri: str
-    model: str
-    hyperparameters: dict[str, Any]
-    seed: int
-    log_model_seconds: float
-    train_seconds: float
-    model_size_bytes: int
-    data_dir: str
-    training_set_dvc_md5: str | None
+    data_dir: str = ""
+    training_set_dvc_md5: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -11,10 +11,9 @@ the threshold; Evidently still computes every score and draws every report.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
-
-from ctloop.monitoring.drift import DriftPolicy, column_scores
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,7 +53,7 @@ class Calibration:
 
 
 def calibrate(reference: pd.DataFrame, numerical: list[str], categorical: list[str], chunk_by: str,
-              policy: DriftPolicy, k: float = 3.0) -> Calibration | None:
+              overrides: dict[str, float] | None = None, k: float = 3.0) -> Calibration | None:
     """Per-column thresholds from the reference's own chunk-to-chunk variation; None when the reference
     spans fewer than three chunks of at least ``MIN_CHUNK_ROWS`` rows (nothing to learn a spread from)."""
     import pandas as pd
@@ -75,7 +74,7 @@ def calibrate(reference: pd.DataFrame, numerical: list[str], categorical: list[s
         for column, (method, score, default) in column_scores(reference[~inside], reference[inside], numerical,
                                                               categorical).items():
             scores.setdefault(column, []).append(score)
-            methods[column] = (method, policy.per_column_threshold.get(column, default))
+            methods[column] = (method, (overrides or {}).get(column, default))
     columns = {}
     for column, values in scores.items():
         method, default = methods[column]
@@ -87,3 +86,24 @@ def calibrate(reference: pd.DataFrame, numerical: list[str], categorical: list[s
         columns[column] = ColumnCalibration(method, default, round(max(default, mean + k * std), 6), round(mean, 6),
                                             round(std, 6), [round(v, 6) for v in values])
     return Calibration(chunk_by, [d.isoformat() for d in chunks], k, columns)
+
+
+def column_scores(reference: pd.DataFrame, current: pd.DataFrame, numerical: list[str], categorical: list[str]
+                  ) -> dict[str, tuple[str, float, float]]:
+    """Evidently's drift score per column, by the method and default threshold it picks: (method, score,
+    threshold). Only the per-column metrics (no dataset preset, no tests, no report): what calibration
+    repeats for every chunk of a reference."""
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
+
+    columns = numerical + categorical
+    ref, cur = reference[columns].copy(), current[columns].copy()
+    for c in categorical:
+        ref[c] = ref[c].astype("string")
+        cur[c] = cur[c].astype("string")
+    definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
+    snapshot = Report([ValueDrift(column=c) for c in columns]).run(
+        Dataset.from_pandas(cur, data_definition=definition), Dataset.from_pandas(ref, data_definition=definition))
+    return {m["config"]["column"]: (str(m["config"]["method"]), float(m["value"]), float(m["config"]["threshold"]))
+            for m in snapshot.dict()["metrics"]}

@@ -221,27 +221,6 @@ def choose_columns(reference: list[str], current: list[str], contract: DatasetSp
     return common, f"every column the two files share ({len(common)}; they do not carry the contract's features)"
 
 
-def column_scores(reference: pd.DataFrame, current: pd.DataFrame, numerical: list[str], categorical: list[str]
-                  ) -> dict[str, tuple[str, float, float]]:
-    """Evidently's drift score per column, by the method and default threshold it picks: (method, score,
-    threshold). Only the per-column metrics (no dataset preset, no tests, no report): what calibration
-    repeats for every chunk of a reference."""
-    os.environ.setdefault("DO_NOT_TRACK", "true")
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.metrics import ValueDrift
-
-    columns = numerical + categorical
-    ref, cur = reference[columns].copy(), current[columns].copy()
-    for c in categorical:
-        ref[c] = ref[c].astype("string")
-        cur[c] = cur[c].astype("string")
-    definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
-    snapshot = Report([ValueDrift(column=c) for c in columns]).run(
-        Dataset.from_pandas(cur, data_definition=definition), Dataset.from_pandas(ref, data_definition=definition))
-    return {m["config"]["column"]: (str(m["config"]["method"]), float(m["value"]), float(m["config"]["threshold"]))
-            for m in snapshot.dict()["metrics"]}
-
-
 def drift_between_files(reference: Path, current: Path, contract: DatasetSpec | None, policy: DriftPolicy,
                         columns: list[str] | None = None, report: Path | None = None,
                         calibrate_by: str | None = None, k: float = 3.0) -> tuple[DriftResult, Any]:
@@ -259,7 +238,7 @@ def drift_between_files(reference: Path, current: Path, contract: DatasetSpec | 
     if calibrate_by is not None:
         from ctloop.monitoring.calibration import calibrate
 
-        calibration = calibrate(ref, numerical, categorical, calibrate_by, policy, k)
+        calibration = calibrate(ref, numerical, categorical, calibrate_by, policy.per_column_threshold, k)
         if calibration is not None:
             policy = replace(policy, per_column_threshold=calibration.thresholds() | policy.per_column_threshold)
     result = detect_drift(ref[columns], cur, numerical, categorical, policy,

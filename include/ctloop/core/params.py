@@ -328,7 +328,7 @@ class ServingSpec(_Strict):
     max_records: int = Field(default=10_000, ge=1)  # per request
     max_body_bytes: int = Field(default=10 * 2**20, ge=1024)  # larger bodies: 413
     max_text_length: int = Field(default=1_000, ge=1)  # characters of a category value: longer is a 422
-    feedback_memory: int = Field(default=1_000_000, ge=1)  # answered request ids /feedback recognises
+    feedback_memory: int = Field(default=500_000, ge=2)  # answered request ids /feedback recognises (~60 B each)
     canary: CanarySpec = CanarySpec()
     shadow: ServingShadowSpec = ServingShadowSpec()
     guard: CanaryGuardSpec = CanaryGuardSpec()

@@ -9,7 +9,7 @@ a label is never dropped for want of a match.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import hashlib
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -26,21 +26,30 @@ MAX_UNKNOWN_LISTED = 100
 
 
 class RecentRequests:
-    """The ids of the last ``capacity`` requests this server answered (insertion-ordered, bounded)."""
+    """The ids of roughly the last ``capacity`` requests this server answered, in bounded memory: two
+    generations of 8-byte hashes (a new one starts when the current holds half the capacity; the oldest
+    is dropped), about 60 bytes an id whatever its length."""
 
     def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._ids: OrderedDict[str, None] = OrderedDict()
+        self.half = max(1, capacity // 2)
+        self._current: set[int] = set()
+        self._previous: set[int] = set()
+
+    @staticmethod
+    def _key(request_id: str) -> int:
+        return int.from_bytes(hashlib.blake2b(request_id.encode(), digest_size=8).digest(), "big")
 
     def add(self, ids: list[str]) -> None:
         for i in ids:
-            self._ids[i] = None
-            self._ids.move_to_end(i)
-        while len(self._ids) > self.capacity:
-            self._ids.popitem(last=False)
+            self._current.add(self._key(i))
+            if len(self._current) >= self.half:
+                self._previous, self._current = self._current, set()
 
     def __contains__(self, request_id: object) -> bool:
-        return request_id in self._ids
+        if not isinstance(request_id, str):
+            return False
+        key = self._key(request_id)
+        return key in self._current or key in self._previous
 
 
 class FeedbackHandler:

@@ -41,7 +41,7 @@ def webhook() -> Iterator[WebhookReceiver]:
 @pytest.fixture(scope="module")
 def running_airflow(e2e_home: Path, webhook: WebhookReceiver) -> Iterator[tuple]:  # type: ignore[type-arg]
     airflow, settings = start_airflow(
-        e2e_home, schedule_end=date(2026, 1, 7),
+        e2e_home, schedule_end=date(2026, 1, 14),
         extra_env={"AIRFLOW_CONN_CTLOOP_ALERTS": http_connection(webhook.url)},
         source={"rows_per_day": 500, "incidents": {"2026-01-06": "schema_break"}},
     )

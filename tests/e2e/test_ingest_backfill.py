@@ -1,10 +1,18 @@
-"""The real scheduler backfills three days of ctloop_ingest, one of them bad."""
+"""The real scheduler backfills three days of ctloop_ingest, one of them bad. Then the embedded Airflow under
+strain: backfills created while the scheduler is busy with other backfills all finish with the scheduler
+alive, and a scheduler that dies makes the next wait fail at once, naming the process and its log (never a
+silent wait). The dead-scheduler test comes last: it leaves this module's Airflow without a scheduler."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+from pathlib import Path
 
 import pytest
+
+from ctloop.core.errors import AirflowRuntimeFailed
 
 pytestmark = pytest.mark.e2e
 
@@ -44,3 +52,38 @@ def test_backfill_three_days_one_bad(running_airflow, webhook) -> None:  # type:
     failure = next(r.body for r in received if r.body["event"] == "task_failure")
     assert failure["details"]["task_id"] == "validate_batch" and failure["details"]["try_number"] == 1
     assert "sentiment" in next(r.body for r in received if r.body["event"] == "quarantine")["text"]
+
+
+def test_backfills_created_while_the_scheduler_is_busy_all_finish(running_airflow) -> None:  # type: ignore[no-untyped-def]
+    airflow, _ = running_airflow
+    lines: list[str] = []
+    # three backfills back to back: each is created while the scheduler creates and runs the others' runs
+    airflow.unpause("ctloop_labels")
+    ingest_a = airflow.backfill("ctloop_ingest", "2026-01-08", "2026-01-10", max_active_runs=4)
+    labels = airflow.backfill("ctloop_labels", "2026-01-08", "2026-01-11", max_active_runs=4)
+    airflow.wait_for_backfill(ingest_a, timeout=600, progress=lines.append)
+    ingest_b = airflow.backfill("ctloop_ingest", "2026-01-11", "2026-01-13", max_active_runs=4)
+    airflow.wait_for_backfill(labels, timeout=600)
+    airflow.wait_for_backfill(ingest_b, timeout=600)
+    airflow.check_processes()  # every Airflow process is alive
+
+    ingest = {r["logical_date"][:10]: r["state"] for r in airflow.dag_runs("ctloop_ingest")
+              if r["logical_date"][:10] >= "2026-01-08"}
+    assert len(ingest) == 6 and set(ingest.values()) == {"success"}, ingest
+    # no label delivery on those days: each run's task is skipped and the run succeeds
+    labelled = {r["logical_date"][:10]: r["state"] for r in airflow.dag_runs("ctloop_labels")}
+    assert len(labelled) == 4 and set(labelled.values()) == {"success"}, labelled
+    assert lines and "ctloop_ingest backfill" in lines[-1], "progress is printed while waiting"
+    assert "FOREIGN KEY constraint failed" not in (airflow.home / "process-logs" / "scheduler.log").read_text()
+
+
+def test_a_dead_scheduler_fails_the_next_wait_naming_its_log(running_airflow) -> None:  # type: ignore[no-untyped-def]
+    airflow, _ = running_airflow
+    scheduler = airflow.processes["scheduler"]
+    os.killpg(scheduler.pid, signal.SIGKILL)
+    scheduler.wait()
+    with pytest.raises(AirflowRuntimeFailed) as failed:
+        airflow.wait_for_runs("ctloop_ingest", 10, timeout=600)  # never satisfied: only the watch ends it
+    message = str(failed.value)
+    assert "airflow scheduler" in message and "exited with -9" in message
+    assert str(Path(airflow.home) / "process-logs" / "scheduler.log") in message

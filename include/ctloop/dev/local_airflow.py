@@ -256,7 +256,7 @@ class LocalAirflow:
         for proc in self.processes.values():
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 10  # then SIGKILL: a dev runner need not wait out graceful periods
         for proc in self.processes.values():
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))

@@ -129,7 +129,10 @@ def collect_window(lake: Lake, params: Params, window: date, settings: Settings 
     files = prediction_files(lake, window)
     rows = log_rows(files, params.dataset)
     champion = champion_reference(settings or get_settings(), params)
-    return WindowData(window, rows, tuple(str(f) for f in files), label_rows(lake, window), champion)
+    # what validation let through with a warning that day is part of the window's evidence, for a person
+    manifest = lake.partition("curated", window) / "_manifest.json"
+    warnings = tuple(json.loads(manifest.read_text()).get("warnings", [])) if manifest.exists() else ()
+    return WindowData(window, rows, tuple(str(f) for f in files), label_rows(lake, window), champion, warnings)
 
 
 def measure_drift(params: Params, data: WindowData, report: Path) -> DriftMeasurement:
@@ -186,7 +189,8 @@ def decide_window(lake: Lake, params: Params, settings: Settings, data: WindowDa
     )
     history, last_trigger = drift_history(lake, data.window)
     decision = decide(evidence, monitor_policy(params), last_trigger, retrains_in_flight, history)
-    summary = WindowSummary(data.window, data.rows, data.champion.version, drift, quality, decision.to_dict())
+    summary = WindowSummary(data.window, data.rows, data.champion.version, drift, quality, decision.to_dict(),
+                            data.ingest_warnings)
     out = report_dir(lake, data.window)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=1, default=str))

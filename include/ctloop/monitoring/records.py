@@ -34,6 +34,7 @@ class WindowData:
     files: tuple[str, ...]
     labels_arrived: int  # labels that arrived on the window's day
     champion: ChampionReference
+    ingest_warnings: tuple[str, ...] = ()  # validation warnings of the day's curated delivery, if any
 
     @property
     def partition_exists(self) -> bool:
@@ -42,12 +43,12 @@ class WindowData:
     def to_dict(self) -> dict[str, Any]:
         return {"window": self.window.isoformat(), "rows": self.rows, "files": list(self.files),
                 "partition_exists": self.partition_exists, "labels_arrived": self.labels_arrived,
-                "champion": self.champion.to_dict()}
+                "champion": self.champion.to_dict(), "ingest_warnings": list(self.ingest_warnings)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> WindowData:
         return cls(date.fromisoformat(d["window"]), int(d["rows"]), tuple(d["files"]), int(d["labels_arrived"]),
-                   ChampionReference(**d["champion"]))
+                   ChampionReference(**d["champion"]), tuple(d.get("ingest_warnings") or ()))
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class WindowSummary:
     drift: DriftMeasurement
     quality: QualityMeasurement
     decision: dict[str, Any]  # DriftDecision.to_dict()
+    ingest_warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d, q = self.drift, self.quality.to_dict()
@@ -119,4 +121,4 @@ class WindowSummary:
                 "unseen": d.unseen, "missing": d.missing, "thresholds": d.thresholds, "report": d.report,
                 **{k: q[k] for k in ("quality", "labeled_rows", "quality_window", "reference_quality",
                                      "label_share", "reference_label_share")},
-                "drift": d.drift, "decision": self.decision}
+                "drift": d.drift, "ingest_warnings": list(self.ingest_warnings), "decision": self.decision}

@@ -42,6 +42,8 @@ model's output is judged apart and not counted in it); thresholds: {html.escape(
 <ul>{''.join(f'<li>{html.escape(r)}</li>' for r in d['reasons'])}</ul>
 <h3>Features</h3><table border="1" cellpadding="3">{_row(head, 'th')}{rows}</table>
 <h3>The model's output</h3><table border="1" cellpadding="3">{_row(head, 'th')}{out_rows}</table>
+<h3>Validation warnings of the day's delivery</h3>
+<ul>{''.join(f'<li>{html.escape(w)}</li>' for w in summary.get('ingest_warnings') or []) or '<li>none</li>'}</ul>
 <h3>Missing values (not tested by Evidently, which drops nulls)</h3>
 <table border="1" cellpadding="3">{_row(['column', 'reference', 'window', 'drift'], 'th')}{missing}</table>
 <p>Evidently's panels below compute the same scores; its dataset verdict counts the features only, with

@@ -29,9 +29,9 @@ $(BIN)/python:
 # topology (PostgreSQL, Redis, two Celery workers).
 $(VENV)/.installed: requirements.txt requirements-prod.txt pyproject.toml | $(BIN)/python
 	@if $(BIN)/pip install -q uv 2>/dev/null; then \
-	  $(BIN)/uv pip install --compile-bytecode --python $(BIN)/python -r requirements.txt -r requirements-prod.txt -e . ; \
+	  $(BIN)/uv pip install --compile-bytecode --python $(BIN)/python -r requirements.txt -r requirements-prod.txt -e '.[lightgbm]' ; \
 	else \
-	  $(BIN)/pip install -r requirements.txt -r requirements-prod.txt -e . ; \
+	  $(BIN)/pip install -r requirements.txt -r requirements-prod.txt -e '.[lightgbm]' ; \
 	fi
 	@touch $@
 

@@ -47,12 +47,14 @@ defaults = retrain_defaults()
                         description="Why retrain now. Required for manual runs; recorded on the MLflow run."),
         "window_days": Param(defaults["window_days"], type="integer", minimum=2, maximum=365,
                              title="Training window (days)"),
-        "model": Param(defaults["model"], type="string", enum=["logistic_regression", "hist_gradient_boosting"],
-                       title="Model"),
+        "model": Param(defaults["model"], type="string", enum=defaults["models"], title="Model",
+                       description="A built-in model, or custom: training.estimator / training.pipeline in "
+                                   "params.yaml"),
         "force_promote": Param(False, type="boolean", title="Force promotion",
                                description="Promote even if the gate rejects; the gate's verdict is still recorded."),
         "hyperparameters": Param({}, type="object", title="Hyperparameter overrides",
-                                 description="e.g. {\"C\": 0.001}; merged over params.yaml"),
+                                 description="e.g. {\"C\": 0.001}; merged over params.yaml. scikit-learn "
+                                             "set_params names: a plain name is the model's"),
     },
 )
 def ctloop_retrain() -> None:

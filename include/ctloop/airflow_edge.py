@@ -67,8 +67,12 @@ def retrain_cron() -> str:
 
 def retrain_defaults() -> dict[str, object]:
     """Defaults of the manual-trigger form, from params.yaml."""
+    from ctloop.core.params import BUILT_IN_MODELS
+
     t = get_params().training
-    return {"window_days": t.window_days, "model": t.model}
+    custom = t.estimator is not None or t.pipeline is not None
+    return {"window_days": t.window_days, "model": t.model,
+            "models": [*BUILT_IN_MODELS, *(["custom"] if custom else [])]}
 
 
 def labels_cron() -> str:

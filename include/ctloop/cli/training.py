@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from ctloop.cli.app import JsonFlag, app, emit, golden_app, parse_day, runtime
-from ctloop.core.errors import CtloopError
+from ctloop.core.errors import ConfigError, CtloopError
 
 DataDir = Annotated[Path, typer.Option("--data-dir", help="training-set directory written by `ctloop prepare`")]
 
@@ -48,10 +48,29 @@ def prepare(
                          f"({len(w['train_days'])} days), {info['test_rows']} test rows ({', '.join(w['test_days'])}) -> {out_dir}")
 
 
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any] | None:
+    """``--hp n_estimators=200 --hp max_depth=null`` -> {"n_estimators": 200, "max_depth": None} (YAML scalars)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--hp {pair!r}: expected NAME=VALUE")
+        try:
+            out[name.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--hp {name.strip()}: {value!r} is not a YAML scalar") from e
+    return out or None
+
+
 @app.command()
 def train(
     data_dir: DataDir,
-    model: Annotated[str | None, typer.Option(help="logistic_regression | hist_gradient_boosting")] = None,
+    model: Annotated[str | None, typer.Option(
+        help="logistic_regression | hist_gradient_boosting | custom (training.estimator / training.pipeline)")] = None,
+    hp: Annotated[list[str] | None, typer.Option(
+        "--hp", help="hyperparameter override NAME=VALUE (scikit-learn set_params names; repeatable)")] = None,
     run_dir: RunDir = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -59,7 +78,7 @@ def train(
     from ctloop.flows.retrain import train as train_model
 
     settings, params, _ = runtime()
-    result = train_model(params, settings, data_dir, model=model).to_dict()
+    result = train_model(params, settings, data_dir, model=model, hyperparameters=parse_overrides(hp)).to_dict()
     out = run_dir or data_dir
     out.mkdir(parents=True, exist_ok=True)
     (out / "train.json").write_text(json.dumps(result, indent=1))

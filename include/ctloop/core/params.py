@@ -5,12 +5,13 @@ A bad file fails with one :class:`~ctloop.core.errors.ConfigError` naming the ke
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ctloop.core.errors import ConfigError
 
@@ -126,13 +127,38 @@ class ScheduleSpec(_Strict):
     ingest: str = "0 0 * * *"
 
 
-ModelName = Literal["logistic_regression", "hist_gradient_boosting"]
+ModelName = Literal["logistic_regression", "hist_gradient_boosting", "custom"]
+BUILT_IN_MODELS: tuple[str, ...] = ("logistic_regression", "hist_gradient_boosting")
+
+
+class EstimatorSpec(_Strict):
+    """Any scikit-learn-compatible estimator importable here: ``{class: "sklearn.ensemble.RandomForestClassifier",
+    params: {n_estimators: 200}}``. It takes the place of the built-in model after ctloop's feature pipeline
+    (or after the steps of ``training.pipeline``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    class_path: str = Field(alias="class")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("class_path")
+    @classmethod
+    def _dotted(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][\w.]*\.[A-Za-z_]\w*", value):
+            raise ValueError(f"{value!r} is not an importable class path such as "
+                             f"'sklearn.ensemble.RandomForestClassifier'")
+        return value
 
 
 class TrainingSpec(_Strict):
     experiment: str = "ctloop"
     registered_model: str
+    # a built-in model, or "custom": training.estimator and/or training.pipeline (the default when either is set)
     model: ModelName = "logistic_regression"
+    estimator: EstimatorSpec | None = None
+    # "package.module:function": receives the dataset contract, returns an unfitted scikit-learn-compatible
+    # pipeline (feature engineering included); the code lives in the project's include/ or an installed package
+    pipeline: str | None = None
     window_days: int = Field(default=14, ge=2)
     test_days: int = Field(default=2, ge=1)
     min_rows: int = Field(default=2000, ge=10)
@@ -142,10 +168,22 @@ class TrainingSpec(_Strict):
     class_share: tuple[float, float] = (0.05, 0.95)
     schedule: str = "0 3 * * 1"
 
+    @field_validator("pipeline")
+    @classmethod
+    def _module_function(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", value):
+            raise ValueError(f"{value!r} is not a 'package.module:function' path")
+        return value
+
     @model_validator(mode="after")
     def _window_holds_test(self) -> TrainingSpec:
         if self.test_days >= self.window_days:
             raise ValueError("training.test_days must be smaller than training.window_days")
+        custom = self.estimator is not None or self.pipeline is not None
+        if self.model == "custom" and not custom:
+            raise ValueError("training.model is 'custom' but neither training.estimator nor training.pipeline is set")
+        if custom and "model" not in self.model_fields_set:
+            object.__setattr__(self, "model", "custom")  # frozen model: the default follows what is configured
         return self
 
 

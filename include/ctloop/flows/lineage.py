@@ -114,12 +114,23 @@ def lineage_tags(data_version: dict[str, Any], window: dict[str, Any], code: dic
     }.items()}
 
 
+def user_code_tags(train_config: dict[str, Any]) -> dict[str, str]:
+    """The team's own estimator / pipeline code: each module's file SHA-256 (and its distribution's version)."""
+    tags = {}
+    for record in train_config.get("code") or []:
+        value = record.get("sha256") or "unknown"
+        if record.get("distribution"):
+            value = f"{value} ({record['distribution']}=={record.get('version')})"
+        tags[f"{LINEAGE}code.{record['module']}.sha256"] = value
+    return tags
+
+
 def record_lineage(settings: Settings, params: Params, lake: Lake, client: MlflowClient, run_id: str, version: str,
                    data_dir: Path, info: dict[str, Any], train_config: dict[str, Any]) -> dict[str, str]:
     """Tag the run and the model version, and keep what reproduction needs as run artifacts."""
     data_version = data_version_of(data_dir, lake)
     tags = lineage_tags(data_version, info["window"], code_version(settings.project_dir),
-                        config_hashes(settings, params))
+                        config_hashes(settings, params)) | user_code_tags(train_config)
     name = params.training.registered_model
     for key, value in tags.items():
         client.set_tag(run_id, key, value[:5000])
@@ -256,7 +267,7 @@ def reproduce(settings: Settings, params: Params, lake: Lake, version: str, tole
     from ctloop.core.params import load_params
     from ctloop.data.training_set import read_training_set
     from ctloop.data.versioning import LakeVersions
-    from ctloop.estimators.pipeline import build_pipeline
+    from ctloop.estimators.pipeline import build_model, module_record
     from ctloop.registry.mlflow_registry import configure_mlflow
 
     chain = resolve_lineage(settings, params, lake, version)
@@ -281,7 +292,13 @@ def reproduce(settings: Settings, params: Params, lake: Lake, version: str, tole
         then = load_params(Path(tmp) / "params.yaml")
     config = _download_json(client, run_id, "lineage/train_config.json")
     contract = then.dataset
-    pipeline = build_pipeline(contract, config["model"], config["hyperparameters"], config["seed"])
+    pipeline, _ = build_model(contract, then.training, config["model"], config["hyperparameters"], config["seed"])
+    code_notes = []
+    for record in config.get("code") or []:  # the team's own code, as it is now against as it was then
+        now = module_record(record["module"])
+        if now.sha256 != record.get("sha256") or now.version != record.get("version"):
+            code_notes.append(f"{record['module']} changed since training (sha256 {str(record.get('sha256'))[:12]} "
+                              f"then, {str(now.sha256)[:12]} now)")
     pipeline.fit(train[contract.features], train[contract.target])
 
     registered_model = mlflow.sklearn.load_model(f"models:/{chain.model}/{version}")
@@ -310,8 +327,10 @@ def reproduce(settings: Settings, params: Params, lake: Lake, version: str, tole
         for lib in ("scikit-learn", "numpy", "scipy"):
             if lib in libs and libs[lib] != f"{lib}=={pkg_version(lib)}":
                 why.append(f"{libs[lib]} then, {lib}=={pkg_version(lib)} now")
+        why.extend(code_notes)
         if config["model"] != "logistic_regression":
-            why.append(f"{config['model']} is not bit-for-bit deterministic across thread counts")
+            label = config.get("label", config["model"])
+            why.append(f"{label} may not be bit-for-bit deterministic across thread counts")
         notes.extend(why or ["no recorded difference in data, params, code or libraries explains it"])
     result = Reproduction(chain.model, version, md5, data_matches, registered, reproduced, round(metric_diff, 12),
                           round(score_diff, 12), identical, code_then, code_now, notes)

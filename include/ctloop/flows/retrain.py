@@ -152,8 +152,7 @@ def train(params: Params, settings: Settings, data_dir: Path, model: str | None 
     # the drift thresholds this version will be monitored with, learned from its own reference sample
     calibrate_reference(settings, params, result.run_id)
     lineage = record_lineage(settings, params, Lake(settings.lake_root), configure_mlflow(settings), result.run_id,
-                             result.version, data_dir, info, {"model": result.model, "seed": result.seed,
-                                                              "hyperparameters": result.hyperparameters})
+                             result.version, data_dir, info, result.config or {})
     return TrainedVersion(**result.to_dict(), data_dir=str(data_dir),
                           training_set_dvc_md5=lineage.get("ctloop.lineage.training_set_dvc_md5"))
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ctloop.core.logs import library_output_to_log
-from ctloop.estimators.pipeline import build_pipeline
+from ctloop.estimators.pipeline import build_model
 from ctloop.registry.mlflow_registry import CHALLENGER, TAG, configure_mlflow, ensure_experiment
 from ctloop.training.profile import reference_profile
 
@@ -42,6 +42,7 @@ class TrainResult:
     log_model_seconds: float
     train_seconds: float
     model_size_bytes: int = 0
+    config: dict[str, Any] | None = None  # ctloop.estimators.pipeline.ModelConfig, as the lineage records it
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -68,14 +69,13 @@ def train_challenger(train: pd.DataFrame, test: pd.DataFrame, window: dict[str, 
     from mlflow.data.pandas_dataset import from_pandas
     from mlflow.models import infer_signature
 
-    client = configure_mlflow(settings)
     tp = params.training
-    model_name = model or tp.model
-    hp = dict(tp.models.get(model_name, {}))  # type: ignore[call-overload]
-    hp.update(hyperparameters or {})
     contract = params.dataset
     features = contract.features
-    pipeline = build_pipeline(contract, model_name, hp, tp.seed)
+    # the user's estimator or pipeline is imported and checked before anything is written
+    pipeline, config = build_model(contract, tp, model, hyperparameters)
+    model_name, hp = config.label, config.hyperparameters
+    client = configure_mlflow(settings)
     experiment_id = ensure_experiment(client, tp.experiment, settings)
 
     # MLflow prints ("Successfully registered ...", "View run ...") are log lines, not the verb's output
@@ -86,6 +86,11 @@ def train_challenger(train: pd.DataFrame, test: pd.DataFrame, window: dict[str, 
         train_seconds = time.perf_counter() - started
         mlflow.set_tags({f"{TAG}stage": "train", f"{TAG}model": model_name,
                          f"{TAG}window": f"[{window['start']}, {window['end']})", **trigger_tags(trigger)})
+        if config.estimator:
+            mlflow.log_params({"estimator.class": config.estimator["class"],
+                               **{f"estimator.{k}": v for k, v in config.estimator["params"].items()}})
+        if config.pipeline:
+            mlflow.log_param("pipeline", config.pipeline)
         mlflow.log_params({"model": model_name, "seed": tp.seed, "window_start": window["start"],
                            "window_end": window["end"], "train_days": len(window["train_days"]),
                            "test_days": len(window["test_days"]), **{f"hp.{k}": v for k, v in hp.items()}})
@@ -103,8 +108,8 @@ def train_challenger(train: pd.DataFrame, test: pd.DataFrame, window: dict[str, 
         started = time.perf_counter()
         info = mlflow.sklearn.log_model(
             pipeline, name="model", signature=signature, input_example=example,
-            pip_requirements=pip_requirements(), registered_model_name=tp.registered_model,
-            skops_trusted_types=trusted_types(pipeline),
+            pip_requirements=pip_requirements() + config.requirements, registered_model_name=tp.registered_model,
+            skops_trusted_types=trusted_types(pipeline), code_paths=config.code_paths or None,
         )
         log_model_seconds = time.perf_counter() - started
         model_size = len(skops.io.dumps(pipeline))  # the serialised pipeline, as the registry stores it
@@ -125,7 +130,8 @@ def train_challenger(train: pd.DataFrame, test: pd.DataFrame, window: dict[str, 
                            **{k.removeprefix(TAG): v for k, v in trigger_tags(trigger).items()}}.items():
             client.set_model_version_tag(tp.registered_model, version, f"{TAG}{key}", value)
     return TrainResult(run.info.run_id, version, f"models:/{tp.registered_model}/{version}", model_name,
-                       hp, tp.seed, round(log_model_seconds, 3), round(train_seconds, 3), model_size)
+                       hp, tp.seed, round(log_model_seconds, 3), round(train_seconds, 3), model_size,
+                       config.to_dict())
 
 
 def trusted_types(pipeline: object) -> list[str]:

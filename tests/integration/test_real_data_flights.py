@@ -141,3 +141,29 @@ def test_calibrated_thresholds_stop_the_false_alarms_of_the_weather_and_keep_the
     for d in (2, 9, 16):  # two seasons apart: temperature is beyond its own January variation
         july = detect_drift(jan_even, year[(month == 7) & (day == d)], numerical, categorical, calibrated_jan)
         assert july.columns["temp"].drift
+
+
+def test_a_team_estimator_trains_on_the_real_days_through_the_cli(flights_home, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Your own model code on real data: ``training.estimator`` names a random forest, the CLI trains it on
+    the curated January days (real missing weather values go through ctloop's imputers) and registers it."""
+    raw = yaml.safe_load(flights_home["params"].read_text())
+    raw["training"].update({"model": "custom", "min_rows": 2000, "estimator": {
+        "class": "sklearn.ensemble.RandomForestClassifier", "params": {"n_estimators": 60, "min_samples_leaf": 20}}})
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    env = {**flights_home["env"], "CTLOOP_PARAMS": str(params)}
+    data = tmp_path / "set"
+    ingested = run_cli("ingest", "--start", "2013-01-15", "--end", "2013-01-28", "--json", env=env)
+    assert ingested.returncode in (0, 1), ingested.stderr
+    built = run_cli("prepare", "--out-dir", str(data), "--as-of", "2013-01-29", "--window-days", "14", env=env)
+    assert built.returncode == 0, built.stderr
+    done = run_cli("train", "--data-dir", str(data), "--hp", "max_depth=12", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["model"] == "RandomForestClassifier" and result["hyperparameters"] == {"max_depth": 12}
+    assert result["config"]["estimator"]["params"] == {"n_estimators": 60, "min_samples_leaf": 20}
+    test = pd.read_parquet(data / "test.parquet")
+    assert test.isna().any().any(), "real data: the test days carry missing values"
+    evaluated = run_cli("evaluate", "--data-dir", str(data), "--suites", "none", "--json", env=env)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["metrics"]["roc_auc"] > 0.6  # weather and hour say something real

@@ -13,9 +13,9 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "include"))
 
-from ctloop.core.params import load_params  # noqa: E402
+from ctloop.core.params import EstimatorSpec, load_params  # noqa: E402
 from ctloop.data.simulator import SimulationSpec, simulate_day  # noqa: E402
-from ctloop.estimators.pipeline import build_pipeline  # noqa: E402
+from ctloop.estimators.pipeline import build_model, build_pipeline  # noqa: E402
 from ctloop.evaluation.suites import (  # noqa: E402
     adversarial_suite,
     behavioural_suite,
@@ -42,7 +42,7 @@ def main() -> None:
         "golden": lambda: golden_suite(model, model, cases, c, spec),
         "behavioural": lambda: behavioural_suite(model, sample, c, spec),
         "adversarial": lambda: adversarial_suite(model, test, c, spec),
-        "budgets": lambda: budgets_suite(model, test, c, spec, {"brier_score": 0.14}, {"brier_score": 0.14}, 2e5),
+        "budgets": lambda: budgets_suite(model, model, test, c, spec, {"brier_score": 0.14}, {"brier_score": 0.14}),
         "shadow": lambda: shadow_suite(model, logged, labels, c, spec),
     }
     total = 0.0
@@ -55,6 +55,19 @@ def main() -> None:
         figures = ", ".join(f"{k} {v:,.3g}" for k, v in result.metrics.items())
         print(f"{name:<13}{took:8.2f}  {'pass' if result.passed else 'FAIL'}  {figures}")
     print(f"{'all':<13}{total:8.2f}")
+    # the budgets' ratios: gradient boosting and a random forest against the linear champion, timed interleaved
+    for label, challenger in (("hist_gradient_boosting", build_pipeline(c, "hist_gradient_boosting", {"max_iter": 200})),
+                              ("random_forest", build_model(c, params.training.model_copy(update={
+                                  "estimator": EstimatorSpec.model_validate({
+                                      "class": "sklearn.ensemble.RandomForestClassifier",
+                                      "params": {"n_estimators": 200, "min_samples_leaf": 5}})}), "custom")[0])):
+        challenger.fit(train[c.features], train[c.target])
+        result = budgets_suite(challenger, model, test, c, spec, {}, None)
+        m = result.metrics
+        print(f"budgets {label} vs logistic_regression: p99 {m['latency_p99_ms']:.1f} vs "
+              f"{m['champion_latency_p99_ms']:.1f} ms = {m['latency_p99_ratio']:.2f}x; throughput "
+              f"{m['rows_per_second']:,.0f} vs {m['champion_rows_per_second']:,.0f} rows/s = "
+              f"{m['throughput_ratio']:.2f}x; {'pass' if result.passed else 'FAIL'}")
 
 
 if __name__ == "__main__":

@@ -286,9 +286,16 @@ class AdversarialSpec(_Strict):
 
 
 class BudgetSpec(_Strict):
-    p99_latency_ms: float = Field(default=50, gt=0)
+    """Latency and throughput are judged against the champion, measured in the same process, interleaved:
+    a ratio does not depend on how busy the machine is. The absolute figures are recorded and held only to
+    sanity caps (an absolute budget passes a model on an idle machine and fails it on a busy one)."""
+
+    max_p99_ratio: float = Field(default=3.0, ge=1)  # single-row p99 at most this many times the champion's
+    min_throughput_ratio: float = Field(default=0.33, gt=0, le=1)  # batch rows/s at least this share of it
+    p99_latency_ms: float = Field(default=1000, gt=0)  # sanity cap
     latency_samples: int = Field(default=200, ge=10)
-    min_rows_per_second: float = Field(default=20_000, gt=0)
+    min_rows_per_second: float = Field(default=1000, gt=0)  # sanity floor
+    throughput_rows: int = Field(default=10_000, ge=100)  # the batch timed (best of three) for throughput
     max_model_mb: float = Field(default=50, gt=0)
     max_brier_regression: float = Field(default=0.01, ge=0)
     max_ece_regression: float = Field(default=0.02, ge=0)

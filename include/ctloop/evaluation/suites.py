@@ -244,27 +244,58 @@ def adversarial_suite(model: Any, base: pd.DataFrame, contract: DatasetSpec, spe
 
 # budgets -----------------------------------------------------------------------------------------------
 
-def budgets_suite(model: Any, base: pd.DataFrame, contract: DatasetSpec, spec: EvaluationSpec,
-                  calibration: dict[str, float], champion_calibration: dict[str, float] | None,
-                  rows_per_second: float) -> SuiteResult:
+def _interleaved(models: list[Any], frames: list[pd.DataFrame], contract: DatasetSpec) -> list[list[float]]:
+    """Milliseconds per call of each model on each frame, the models taking turns frame by frame (and who
+    goes first alternating), so a busy machine slows them alike and their ratio stays what it is."""
+    timings: list[list[float]] = [[] for _ in models]
+    for i, frame in enumerate(frames):
+        order = range(len(models)) if i % 2 == 0 else reversed(range(len(models)))
+        for m in order:
+            started = time.perf_counter()
+            score_rows(models[m], frame, contract)
+            timings[m].append((time.perf_counter() - started) * 1000)
+    return timings
+
+
+def budgets_suite(model: Any, champion: Any | None, base: pd.DataFrame, contract: DatasetSpec, spec: EvaluationSpec,
+                  calibration: dict[str, float], champion_calibration: dict[str, float] | None) -> SuiteResult:
+    """Latency and throughput judged as ratios to the champion measured in the same process, interleaved
+    (the same model measured 155 ms and 518 ms p99 in two runs on a busy machine: an absolute budget judges the
+    machine); the absolute figures are recorded and held only to sanity caps. Size and calibration as set."""
     import numpy as np
     import skops.io
 
     b = spec.budgets
+    models = [model] if champion is None else [model, champion]
     rows = base.sample(b.latency_samples, replace=True, random_state=1).reset_index(drop=True)
-    timings = []
-    for i in range(len(rows)):
-        started = time.perf_counter()
-        score_rows(model, rows.iloc[[i]], contract)
-        timings.append((time.perf_counter() - started) * 1000)
-    p99 = float(np.percentile(timings, 99))
+    single = _interleaved(models, [rows.iloc[[i]] for i in range(len(rows))], contract)
+    batch = base.sample(b.throughput_rows, replace=True, random_state=2).reset_index(drop=True)
+    batches = _interleaved(models, [batch] * 3, contract)
+    p99s = [float(np.percentile(t, 99)) for t in single]
+    rates = [b.throughput_rows / (min(t) / 1000) for t in batches]  # the best of three: least disturbed
+    p99, rows_per_second = p99s[0], rates[0]
     size_mb = len(skops.io.dumps(model)) / 2**20
+    metrics = {"latency_p99_ms": p99, "model_size_mb": size_mb, "rows_per_second": rows_per_second}
     checks = [
-        SuiteCheck("latency", p99 <= b.p99_latency_ms, f"single-row p99 latency {p99:.1f} ms (budget {b.p99_latency_ms} ms)"),
+        SuiteCheck("latency", p99 <= b.p99_latency_ms,
+                   f"single-row p99 latency {p99:.1f} ms (sanity cap {b.p99_latency_ms:g} ms)"),
         SuiteCheck("throughput", rows_per_second >= b.min_rows_per_second,
-                   f"batch throughput {rows_per_second:,.0f} rows/s (budget >= {b.min_rows_per_second:,.0f})"),
-        SuiteCheck("size", size_mb <= b.max_model_mb, f"model size {size_mb:.2f} MB (budget {b.max_model_mb} MB)"),
+                   f"batch throughput {rows_per_second:,.0f} rows/s (sanity floor {b.min_rows_per_second:,.0f})"),
     ]
+    if champion is not None:
+        p99_ratio, rate_ratio = p99 / max(p99s[1], 1e-6), rows_per_second / max(rates[1], 1e-6)
+        metrics |= {"champion_latency_p99_ms": p99s[1], "latency_p99_ratio": p99_ratio,
+                    "champion_rows_per_second": rates[1], "throughput_ratio": rate_ratio}
+        checks += [
+            SuiteCheck("latency:vs_champion", p99_ratio <= b.max_p99_ratio,
+                       f"single-row p99 {p99_ratio:.2f}x the champion's ({p99:.1f} vs {p99s[1]:.1f} ms, measured "
+                       f"interleaved; max {b.max_p99_ratio:g}x)"),
+            SuiteCheck("throughput:vs_champion", rate_ratio >= b.min_throughput_ratio,
+                       f"batch throughput {rate_ratio:.2f}x the champion's ({rows_per_second:,.0f} vs "
+                       f"{rates[1]:,.0f} rows/s; min {b.min_throughput_ratio:g}x)"),
+        ]
+    checks.append(SuiteCheck("size", size_mb <= b.max_model_mb,
+                             f"model size {size_mb:.2f} MB (budget {b.max_model_mb} MB)"))
     for metric, limit in (("brier_score", b.max_brier_regression), ("ece", b.max_ece_regression)):
         mine = calibration.get(metric)
         theirs = (champion_calibration or {}).get(metric)
@@ -276,8 +307,7 @@ def budgets_suite(model: Any, base: pd.DataFrame, contract: DatasetSpec, spec: E
             ok = mine - theirs <= limit
             checks.append(SuiteCheck(f"calibration:{metric}", ok, f"{metric} {mine:.4f} vs champion {theirs:.4f} "
                                                                   f"(may worsen by <= {limit})"))
-    return _result("budgets", checks, {"latency_p99_ms": p99, "model_size_mb": size_mb,
-                                       "rows_per_second": rows_per_second})
+    return _result("budgets", checks, metrics)
 
 
 # shadow ------------------------------------------------------------------------------------------------
@@ -333,18 +363,14 @@ def run_suites(challenger: Any, champion: Any | None, test: pd.DataFrame, params
     wanted = suites if suites is not None else list(spec.suites)
     sample = test.sample(min(len(test), spec.behavioural.sample_rows), random_state=params.training.seed)
     results: list[SuiteResult] = []
-    throughput = 0.0
     if "golden" in wanted:
         results.append(golden_suite(challenger, champion, read_golden(project_dir / spec.golden.path), contract, spec))
     if "behavioural" in wanted:
         results.append(behavioural_suite(challenger, sample, contract, spec))
-    if "adversarial" in wanted or "budgets" in wanted:
-        adversarial = adversarial_suite(challenger, test, contract, spec)
-        throughput = adversarial.metrics.get("batch_rows_per_second", 0.0)
-        if "adversarial" in wanted:
-            results.append(adversarial)
+    if "adversarial" in wanted:
+        results.append(adversarial_suite(challenger, test, contract, spec))
     if "budgets" in wanted:
-        results.append(budgets_suite(challenger, test, contract, spec, calibration, champion_calibration, throughput))
+        results.append(budgets_suite(challenger, champion, test, contract, spec, calibration, champion_calibration))
     if "shadow" in wanted:
         import pandas as pd
 

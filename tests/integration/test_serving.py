@@ -16,10 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
+from sklearn.ensemble import RandomForestClassifier
 
 from ctloop.core.params import load_params
 from ctloop.core.settings import get_settings
-from ctloop.estimators.pipeline import build_pipeline
+from ctloop.estimators.pipeline import build_pipeline, default_pipeline
+from ctloop.estimators.scoring import records_frame
 from ctloop.registry.mlflow_registry import configure_mlflow
 from tests.alert_helpers import WebhookReceiver, http_connection
 from tests.conftest import write_params
@@ -39,7 +41,8 @@ GRACEFUL = (0, -signal.SIGTERM)
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A home with v1 (champion, logistic regression), v2 (challenger, another C), v3 (a release that fails
-    on unseen languages), v4 (gradient boosting: served by scikit-learn, not compiled) and one server."""
+    on unseen languages), v4 (gradient boosting: served by scikit-learn, not compiled), v5 (a random forest:
+    served through ONNX Runtime) and one server."""
     root = tmp_path_factory.mktemp("serving")
     home = root / "home"
     params_path = write_params(root / "params.yaml", serving=SERVING)
@@ -58,6 +61,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
             "v3": register(settings, params, failing_on_unseen(params), frame[frame["language"] != "ja"]),
             "v4": register(settings, params, build_pipeline(contract, "hist_gradient_boosting", {"max_iter": 30}),
                            frame),
+            "v5": register(settings, params, default_pipeline(contract, RandomForestClassifier(
+                n_estimators=40, min_samples_leaf=3, random_state=0)), frame),
         }
         webhook = WebhookReceiver()  # the server's alerts (canary_stop) go to the ctloop_alerts connection
         server = Server(home, params_path, env={"AIRFLOW_CONN_CTLOOP_ALERTS": http_connection(webhook.url)})
@@ -307,6 +312,31 @@ def test_hot_swap_under_load_fails_no_request(served: dict[str, Any]) -> None:
     assert versions[0] == v1 and versions[-1] == v4
     switch = versions.index(v4)
     assert set(versions[switch + 4:]) == {v4}  # after the swap (4 requests may have been in flight) only v4
+
+
+def test_a_random_forest_champion_is_served_through_onnx_and_scores_as_scikit_learn(served: dict[str, Any]) -> None:
+    import mlflow
+
+    client, name = served["client"], served["params"].training.registered_model
+    v1, v5 = served["versions"]["v1"], served["versions"]["v5"]
+    contract = served["params"].dataset
+    records = _records(served, 40, "onnx")
+    client.set_registered_model_alias(name, "champion", v5)
+    try:
+        with served["server"].client() as c:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and c.get("/model").json()["champion"]["version"] != v5:
+                time.sleep(0.2)
+            champion = c.get("/model").json()["champion"]
+            assert champion["version"] == v5 and champion["scoring"].startswith("ONNX Runtime path"), champion
+            answers = [c.post("/predict", json=r).json() for r in records]
+    finally:
+        client.set_registered_model_alias(name, "champion", v1)
+    assert {a["model_version"] for a in answers} == {v5}
+    forest = mlflow.sklearn.load_model(f"models:/{name}/{v5}")
+    features = [{k: r.get(k) for k in contract.features} for r in records]
+    expected = forest.predict_proba(records_frame(features, contract))[:, 1]
+    assert [a["score"] for a in answers] == pytest.approx(expected.tolist(), abs=1e-5)
 
 
 def test_auth_token_guards_every_route_but_health(tmp_path: Path, served: dict[str, Any]) -> None:

@@ -370,6 +370,7 @@ class PredictionLogSpec(_Strict):
 class ServingSpec(_Strict):
     poll_seconds: float = Field(default=5.0, gt=0)  # registry aliases and the routes file
     compiled: bool = True  # serve linear pipelines through the verified compiled path (ctloop.estimators.compiled)
+    onnx: bool = True  # serve other pipelines through ONNX Runtime when it reproduces them (ctloop.estimators.onnx)
     max_records: int = Field(default=10_000, ge=1)  # per request
     max_body_bytes: int = Field(default=10 * 2**20, ge=1024)  # larger bodies: 413
     max_text_length: int = Field(default=1_000, ge=1)  # characters of a category value: longer is a 422

@@ -93,25 +93,32 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def records_frame(records: list[dict[str, Any]], contract: DatasetSpec) -> pd.DataFrame:
-    """The serving fast path of :func:`prepare_rows` for records whose types the request schema already
-    checked (finite numbers or None, strings or None): the same clipping to the contract's bounds and the
-    same cut of long text, built column by column with NumPy (about 50x faster than the generic path for
-    one row, which matters at one call per request batch)."""
+def record_columns(records: list[dict[str, Any]], contract: DatasetSpec) -> dict[str, Any]:
+    """The records as one NumPy array per feature: numbers clipped to the contract's bounds (None -> nan, the
+    imputer's job), text cut to ``MAX_TEXT`` (None stays None)."""
     import numpy as np
-    import pandas as pd
 
     data: dict[str, Any] = {}
     for column in contract.numeric_features:
         spec = contract.columns[column]
-        values = np.array([r.get(column) for r in records], dtype="float64")  # None -> nan (the imputer's job)
+        values = np.array([r.get(column) for r in records], dtype="float64")
         lo = -math.inf if spec.min is None else spec.min
         hi = math.inf if spec.max is None else spec.max
         data[column] = np.clip(values, lo, hi)
     for column in contract.categorical_features:
         data[column] = np.array([None if (v := r.get(column)) is None else str(v)[:MAX_TEXT] for r in records],
                                 dtype=object)
-    return pd.DataFrame(data, columns=contract.features)
+    return data
+
+
+def records_frame(records: list[dict[str, Any]], contract: DatasetSpec) -> pd.DataFrame:
+    """The serving fast path of :func:`prepare_rows` for records whose types the request schema already
+    checked (finite numbers or None, strings or None): the same clipping to the contract's bounds and the
+    same cut of long text, built column by column with NumPy (about 50x faster than the generic path for
+    one row, which matters at one call per request batch)."""
+    import pandas as pd
+
+    return pd.DataFrame(record_columns(records, contract), columns=contract.features)
 
 
 def predict_scores(model: Any, frame: pd.DataFrame) -> Any:

@@ -133,16 +133,23 @@ class ModelStore:
         from mlflow.models import Model
 
         from ctloop.estimators.compiled import verified
+        from ctloop.estimators.onnx import verified_onnx
 
         local = mlflow.artifacts.download_artifacts(f"models:/{self.name}/{version}")
         model = mlflow.sklearn.load_model(local)
         warmup = self.warmup_records(Model.load(local).load_input_example(local))
-        compiled, path = None, "scikit-learn path (serving.compiled is off)"
+        compiled, path = None, "scikit-learn path (serving.compiled and serving.onnx are off)"
         if self.spec.compiled:
             try:
                 compiled, path = verified(model, self.contract)
             except ScoringError as e:
                 path = f"scikit-learn path (probe failed: {e})"
+        if compiled is None and self.spec.onnx:  # every other pipeline: ONNX Runtime when it reproduces it
+            try:
+                compiled, onnx_path = verified_onnx(model, self.contract)
+            except ScoringError as e:
+                onnx_path = f"scikit-learn path (ONNX probe failed: {e})"
+            path = onnx_path if compiled is not None or not self.spec.compiled else f"{path}; {onnx_path}"
         assert self.batcher is not None
         warm = LoadedModel("warm-up", version, model, now(), compiled, path)
         scores = self.batcher.scores_now(warm, warmup)

@@ -13,6 +13,19 @@ DAYS = [date(2026, 1, 5) + timedelta(days=i) for i in range(8)]
 @pytest.fixture
 def retrain_dag(airflow_db, use_params, ctloop_home: Path):  # type: ignore[no-untyped-def]
     use_params(source={"rows_per_day": 500}, training={"min_rows": 1000, "window_days": 10})
+    return _ingested_retrain_dag()
+
+
+@pytest.fixture
+def forest_retrain_dag(airflow_db, use_params, ctloop_home: Path):  # type: ignore[no-untyped-def]
+    """The team's own estimator in params.yaml: the form's Model offers (and defaults to) custom."""
+    use_params(source={"rows_per_day": 500}, training={
+        "min_rows": 1000, "window_days": 10, "model": "custom",
+        "estimator": {"class": "sklearn.ensemble.ExtraTreesClassifier", "params": {"min_samples_leaf": 5}}})
+    return _ingested_retrain_dag()
+
+
+def _ingested_retrain_dag():  # type: ignore[no-untyped-def]
     from airflow.dag_processing.dagbag import DagBag
 
     from ctloop.core.params import get_params
@@ -81,3 +94,24 @@ def test_manual_run_without_reason_fails_and_trains_nothing(retrain_dag) -> None
     assert str(run.state) == "failed" and _states(run)["build_training_set"] == "failed"
     client = configure_mlflow(get_settings())
     assert client.search_registered_models(f"name = '{get_params().training.registered_model}'") == []
+
+
+def test_the_form_trains_the_team_estimator_with_its_hyperparameter_overrides(forest_retrain_dag) -> None:  # type: ignore[no-untyped-def]
+    from ctloop.core.params import get_params
+    from ctloop.core.settings import get_settings
+    from ctloop.registry.mlflow_registry import configure_mlflow, gate_decision_of, registry_status
+
+    form = forest_retrain_dag.params
+    assert form["model"] == "custom" and "custom" in form.get_param("model").schema["enum"]
+    run = forest_retrain_dag.test(run_conf={"reason": "the team's forest", "hyperparameters": {"n_estimators": 25}})
+    assert str(run.state) == "success", _states(run)
+    client = configure_mlflow(get_settings())
+    name = get_params().training.registered_model
+    decision = gate_decision_of(client, name, "1")  # judged like any model: the verdict is not this test's point
+    assert registry_status(client, name)["champion"] is not None or not decision["passed"]
+    assert not any("crashed" in r for r in decision["reasons"]), decision["reasons"]  # forests and huge numbers
+    data = client.get_run(client.get_model_version(name, "1").run_id).data
+    assert data.params["estimator.class"] == "sklearn.ensemble.ExtraTreesClassifier"
+    assert data.params["estimator.min_samples_leaf"] == "5" and data.params["hp.n_estimators"] == "25"
+    assert data.tags["ctloop.model"] == "ExtraTreesClassifier"
+    assert data.tags["ctloop.lineage.code.sklearn.ensemble._forest.sha256"].endswith(")")  # (scikit-learn==...)

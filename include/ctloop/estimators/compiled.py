@@ -10,7 +10,6 @@ gradient-boosting model, an unsupported step or option) is served by scikit-lear
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +34,8 @@ def compile_linear(model: Any, contract: DatasetSpec) -> Scorer:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    from ctloop.estimators.scoring import bounds
 
     if not isinstance(model, Pipeline) or len(model.steps) != 2:
         raise NotCompilable("not a two-step Pipeline (features, model)")
@@ -62,10 +63,7 @@ def compile_linear(model: Any, contract: DatasetSpec) -> Scorer:
                 scale = float(scaler.scale_[j]) if scaler.scale_ is not None else 1.0
                 w = float(weights[position + j]) / scale
                 bias -= w * mean
-                spec = contract.columns[column]
-                numeric.append((column, w, float(imputer.statistics_[j]),
-                                -math.inf if spec.min is None else spec.min,
-                                math.inf if spec.max is None else spec.max))
+                numeric.append((column, w, float(imputer.statistics_[j]), *bounds(contract, column)))
             position += len(columns)
         elif kinds == [SimpleImputer, OneHotEncoder]:
             imputer, encoder = steps[0][1], steps[1][1]

@@ -3,7 +3,9 @@
 Everything that serves the model goes through :func:`score_rows` (the adversarial suite checks it on
 every challenger; ``ctloop serve`` will). Rows are checked against the dataset contract first:
 numbers that are not numbers and non-finite values are rejected with the column and the value;
-missing values go to the pipeline's imputers; values outside the contract's bounds are clipped to them;
+missing values go to the pipeline's imputers; values outside the contract's bounds are clipped to them, and
+a column without bounds is bounded at +-``MAX_MAGNITUDE`` (scikit-learn's forests cast their input to float32
+and crash on anything beyond about 3.4e38, which a scaler can reach from a large finite number);
 categories are strings (unseen ones are the one-hot encoder's business).
 """
 
@@ -19,6 +21,13 @@ if TYPE_CHECKING:
     from ctloop.core.params import DatasetSpec
 
 MAX_TEXT = 1000  # longer categorical values are cut: they are unseen categories either way
+MAX_MAGNITUDE = 1e25  # the bound of a numeric column whose contract sets none: far beyond any real feature
+
+
+def bounds(contract: DatasetSpec, column: str) -> tuple[float, float]:
+    """What a number of ``column`` is clipped to: the contract's bounds, else +-MAX_MAGNITUDE."""
+    spec = contract.columns[column]
+    return (-MAX_MAGNITUDE if spec.min is None else spec.min, MAX_MAGNITUDE if spec.max is None else spec.max)
 
 
 @dataclass(frozen=True)
@@ -59,9 +68,7 @@ def prepare_rows(frame: pd.DataFrame, contract: DatasetSpec) -> tuple[pd.DataFra
             what = "a finite number" if not_finite[i] else "a number"
             rejections.append(Rejection(int(i), column, f"{column}: expected {what}, got {_show(raw.iloc[i])}"))
         bad |= not_number.to_numpy() | not_finite
-        spec = contract.columns[column]
-        lo = -math.inf if spec.min is None else spec.min
-        hi = math.inf if spec.max is None else spec.max
+        lo, hi = bounds(contract, column)
         outside = ((values < lo) | (values > hi)) & ~bad
         if outside.any():
             clipped[column] = int(outside.sum())
@@ -100,10 +107,8 @@ def record_columns(records: list[dict[str, Any]], contract: DatasetSpec) -> dict
 
     data: dict[str, Any] = {}
     for column in contract.numeric_features:
-        spec = contract.columns[column]
         values = np.array([r.get(column) for r in records], dtype="float64")
-        lo = -math.inf if spec.min is None else spec.min
-        hi = math.inf if spec.max is None else spec.max
+        lo, hi = bounds(contract, column)
         data[column] = np.clip(values, lo, hi)
     for column in contract.categorical_features:
         data[column] = np.array([None if (v := r.get(column)) is None else str(v)[:MAX_TEXT] for r in records],

@@ -300,8 +300,9 @@ class LocalAirflow:
         return str(r.json()["access_token"])
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One REST call. Idempotent calls are retried on 503 (Airflow's "try again", e.g. SQLite locked);
-        a POST never is: it may have done its work before the 503."""
+        """One REST call. Idempotent calls are retried while SQLite is busy: a 503 (Airflow's "try again"), or
+        a 500 "Database error" when the lock hit another statement; a POST never is: it may have done its work
+        before the error."""
         import httpx
 
         headers = {"Authorization": f"Bearer {self.token()}"}
@@ -317,7 +318,7 @@ class LocalAirflow:
                 if not idempotent or attempt == attempts - 1:
                     raise
                 continue
-            if r.status_code != 503:
+            if not (r.status_code == 503 or (r.status_code == 500 and "Database error" in r.text)):
                 break
             time.sleep(min(0.5 * 2**attempt, 5))
         return r
@@ -352,9 +353,10 @@ class LocalAirflow:
         """Create a backfill (the scheduler runs it) and return its id. A backfill left unfinished by an
         earlier, interrupted session is cancelled first: Airflow allows one running backfill per DAG.
 
-        The DAG is paused while its runs are created (see the module docstring) and unpaused after. A 503
-        (SQLite locked) is retried only once Airflow has removed the partial backfill; a 409 after a 503
-        means our own first attempt got through, and its backfill is used."""
+        The DAG is paused while its runs are created (see the module docstring) and unpaused after. A 503 or
+        a 500 "Database error" (SQLite locked) is retried once no partial backfill of ours is left (a whole one
+        is adopted, a partial one cancelled: its runs never started); a 409 after one of those means our own
+        earlier attempt got through, and its backfill is used."""
         for old in self.api("GET", "/backfills", params={"dag_id": dag_id}).get("backfills", []):
             if not old.get("completed_at"):
                 self.api("PUT", f"/backfills/{old['id']}/cancel")
@@ -366,16 +368,18 @@ class LocalAirflow:
                 r = self.request("POST", "/backfills", json=body)
                 if r.status_code == 200:
                     return int(r.json()["id"])
-                if r.status_code == 409 and attempt > 0:
-                    mine = self._unfinished_backfill(dag_id, body)
-                    if mine is not None:
-                        return mine
-                if r.status_code not in (409, 503) or (r.status_code == 409 and attempt == 0):
+                # SQLite busy: a 503, or a 500 "Database error" when the lock hits another statement of the
+                # request; a 409 after one of those may be our own earlier attempt
+                db_error = r.status_code == 503 or (r.status_code == 500 and "Database error" in r.text)
+                if not (db_error or (r.status_code == 409 and attempt > 0)):
                     raise AirflowRuntimeFailed(f"POST /api/v2/backfills ({dag_id} {from_date}..{to_date}) -> "
                                                f"{r.status_code}: {r.text[:500]}")
+                mine = self._unfinished_backfill(dag_id, body)  # adopted if whole, cancelled if partial
+                if mine is not None:
+                    return mine
                 time.sleep(min(0.5 * 2**attempt, 5))
             raise AirflowRuntimeFailed(f"POST /api/v2/backfills ({dag_id} {from_date}..{to_date}): the metadata "
-                                       f"DB stayed locked (503) over 8 attempts")
+                                       f"DB stayed locked (503 / 500 database error) over 8 attempts")
         finally:
             self.unpause(dag_id)
 

@@ -293,7 +293,7 @@ class BudgetSpec(_Strict):
     max_p99_ratio: float = Field(default=3.0, ge=1)  # single-row p99 at most this many times the champion's
     min_throughput_ratio: float = Field(default=0.33, gt=0, le=1)  # batch rows/s at least this share of it
     p99_latency_ms: float = Field(default=1000, gt=0)  # sanity cap
-    latency_samples: int = Field(default=200, ge=10)
+    latency_samples: int = Field(default=100, ge=10)  # single rows timed per model
     min_rows_per_second: float = Field(default=1000, gt=0)  # sanity floor
     throughput_rows: int = Field(default=10_000, ge=100)  # the batch timed (best of three) for throughput
     max_model_mb: float = Field(default=50, gt=0)

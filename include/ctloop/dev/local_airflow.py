@@ -223,6 +223,20 @@ class LocalAirflow:
         """Stop watching a process (the caller is about to stop it on purpose) and hand it over."""
         return self.processes.pop(name)
 
+    def restart_exited(self) -> list[str]:
+        """What a supervisor does (compose's ``restart: always``): start again every process that exited, and
+        name them. An Airflow component may exit when its metadata database goes away under it."""
+        restarted = []
+        for name, proc in list(self.processes.items()):
+            if proc.poll() is None:
+                continue
+            restarted.append(f"{name} (exited with {proc.returncode})")
+            if name.startswith("celery-"):
+                self.start_celery_worker(name.removeprefix("celery-"))
+            else:
+                self.start(wait=False, components=(name,))
+        return restarted
+
     def check_processes(self) -> None:
         """Fail at once, naming the process and its log, when any process started here has exited."""
         for name, proc in self.processes.items():

@@ -244,17 +244,26 @@ def adversarial_suite(model: Any, base: pd.DataFrame, contract: DatasetSpec, spe
 
 # budgets -----------------------------------------------------------------------------------------------
 
-def _interleaved(models: list[Any], frames: list[pd.DataFrame], contract: DatasetSpec) -> list[list[float]]:
-    """Milliseconds per call of each model on each frame, the models taking turns frame by frame (and who
-    goes first alternating), so a busy machine slows them alike and their ratio stays what it is."""
+def _interleaved(models: list[Any], batches: list[list[dict[str, Any]]], contract: DatasetSpec) -> list[list[float]]:
+    """Milliseconds per call of each model on each batch of request records, through the serving path
+    (records -> frame -> ``predict_proba``), the models taking turns batch by batch (who goes first
+    alternating), so a busy machine slows them alike and their ratio stays what it is."""
+    from ctloop.estimators.scoring import predict_scores, records_frame
+
     timings: list[list[float]] = [[] for _ in models]
-    for i, frame in enumerate(frames):
+    for i, records in enumerate(batches):
         order = range(len(models)) if i % 2 == 0 else reversed(range(len(models)))
         for m in order:
             started = time.perf_counter()
-            score_rows(models[m], frame, contract)
+            predict_scores(models[m], records_frame(records, contract))
             timings[m].append((time.perf_counter() - started) * 1000)
     return timings
+
+
+def _records(frame: pd.DataFrame, contract: DatasetSpec) -> list[dict[str, Any]]:
+    import pandas as pd
+
+    return [{c: (None if pd.isna(v) else v) for c, v in r.items()} for r in frame[contract.features].to_dict("records")]
 
 
 def budgets_suite(model: Any, champion: Any | None, base: pd.DataFrame, contract: DatasetSpec, spec: EvaluationSpec,
@@ -267,11 +276,11 @@ def budgets_suite(model: Any, champion: Any | None, base: pd.DataFrame, contract
 
     b = spec.budgets
     models = [model] if champion is None else [model, champion]
-    rows = base.sample(b.latency_samples, replace=True, random_state=1).reset_index(drop=True)
-    batch = base.sample(b.throughput_rows, replace=True, random_state=2).reset_index(drop=True)
+    rows = _records(base.sample(b.latency_samples, replace=True, random_state=1), contract)
+    batch = _records(base.sample(b.throughput_rows, replace=True, random_state=2), contract)
 
     def measure() -> tuple[list[float], list[float]]:
-        single = _interleaved(models, [rows.iloc[[i]] for i in range(len(rows))], contract)
+        single = _interleaved(models, [[r] for r in rows], contract)
         batches = _interleaved(models, [batch] * 3, contract)
         return ([float(np.percentile(t, 99)) for t in single],
                 [b.throughput_rows / (min(t) / 1000) for t in batches])  # the best of three: least disturbed

@@ -93,6 +93,7 @@ def main() -> None:
     theirs.write_text(json.dumps({"dataframe_records": [record]}))
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["serving"]["compiled"] = False
+    raw["serving"]["onnx"] = False
     sklearn_params = tmp / "params-sklearn.yaml"
     sklearn_params.write_text(yaml.safe_dump(raw))
     results: list[tuple[str, str, dict[str, float]]] = []

@@ -152,20 +152,6 @@ def test_budgets_fail_a_slow_model_and_a_calibration_regression(world) -> None: 
     assert result.metrics["champion_latency_p99_ms"] < result.metrics["latency_p99_ms"]
 
 
-def test_budgets_judge_the_ratio_so_a_busy_machine_does_not_fail_the_same_model(world) -> None:  # type: ignore[no-untyped-def]
-    """The same model as champion and challenger, with every call slowed alike (a machine under load): the
-    absolute p99 is far over an idle-machine budget, the ratio stays near 1 and the suite passes."""
-    params, contract, test, good = world["params"], world["contract"], world["test"], world["good"]
-    spec = params.evaluation.model_copy(update={"budgets": params.evaluation.budgets.model_copy(
-        update={"latency_samples": 30, "throughput_rows": 500})})
-    busy = Slow(good, 0.05)
-    result = budgets_suite(busy, Slow(good, 0.05), test, contract, spec, {}, None)
-    assert result.passed, result.checks
-    assert result.metrics["latency_p99_ms"] >= 50 and result.metrics["latency_p99_ratio"] < spec.budgets.max_p99_ratio
-    alone = budgets_suite(busy, None, test, contract, spec, {}, None)
-    assert "latency_p99_ratio" not in alone.metrics and {c.name for c in alone.checks} >= {"latency", "throughput"}
-
-
 def test_shadow_replay_judges_agreement_and_labeled_quality(world) -> None:  # type: ignore[no-untyped-def]
     params, contract, test, good = world["params"], world["contract"], world["test"], world["good"]
     spec = params.evaluation

@@ -50,7 +50,7 @@ def _prefill(transformer: Any, columns: list[str]) -> tuple[Any, dict[str, Any]]
     return rest, dict(zip(columns, imputer.statistics_.tolist(), strict=True))
 
 
-def _surrogate(model: Any, contract: DatasetSpec) -> tuple[Any, dict[str, Any]]:
+def _surrogate(model: Any) -> tuple[Any, dict[str, Any]]:
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline
 
@@ -91,7 +91,7 @@ def compile_onnx(model: Any, contract: DatasetSpec) -> Scorer:
 
     from ctloop.estimators.scoring import record_columns
 
-    surrogate, fills = _surrogate(model, contract)
+    surrogate, fills = _surrogate(model)
     numeric, categorical = list(contract.numeric_features), list(contract.categorical_features)
     types = [(c, DoubleTensorType([None, 1])) for c in numeric] + [(c, StringTensorType([None, 1])) for c in categorical]
     final = surrogate.steps[-1][1]

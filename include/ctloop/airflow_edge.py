@@ -67,12 +67,13 @@ def retrain_cron() -> str:
 
 def retrain_defaults() -> dict[str, object]:
     """Defaults of the manual-trigger form, from params.yaml."""
-    from ctloop.core.params import BUILT_IN_MODELS
+    from ctloop.core.params import BUILT_IN_MODELS_BY_TASK
 
-    t = get_params().training
+    params = get_params()
+    t = params.training
     custom = t.estimator is not None or t.pipeline is not None
     return {"window_days": t.window_days, "model": t.model,
-            "models": [*BUILT_IN_MODELS, *(["custom"] if custom else [])]}
+            "models": [*BUILT_IN_MODELS_BY_TASK[params.dataset.task], *(["custom"] if custom else [])]}
 
 
 def labels_cron() -> str:

@@ -146,7 +146,7 @@ def gate(
 def golden_add(
     request_ids: Annotated[list[str], typer.Argument(help="request ids from the prediction log")],
     from_log: Annotated[bool, typer.Option("--from-log", help="take the requests from the prediction log")] = True,
-    label: Annotated[int, typer.Option(help="the correct decision (the dataset's classes)")] = 1,
+    label: Annotated[float, typer.Option(help="the correct decision (the dataset's classes) or value (regression)")] = 1,
     note: Annotated[str, typer.Option(help="why this case matters (reviewed with the diff)")] = "",
     days: Annotated[int, typer.Option(help="how many days of the log to search, back from --until")] = 30,
     until: Annotated[str | None, typer.Option(help="last log day to search (YYYY-MM-DD; default: newest)")] = None,
@@ -158,7 +158,7 @@ def golden_add(
     from ctloop.evaluation.golden import add_from_log, append_cases
 
     settings, params, lake = runtime()
-    if label not in params.dataset.classes:
+    if params.dataset.is_classifier and label not in params.dataset.classes:
         raise typer.BadParameter(f"--label {label}: expected one of {params.dataset.classes}")
     if not note.strip():
         raise typer.BadParameter("--note: say why this case belongs in the golden set")
@@ -192,7 +192,8 @@ def golden_seed(
     version = require_champion(configure_mlflow(settings), name)
     reference = read_batch(source)
     scores = score_rows(mlflow.sklearn.load_model(f"models:/{name}/{version}"), reference, params.dataset).scores
-    cases = seed_cases(reference, scores, params.dataset, per_class, f"{source.name} scored by {name} v{version}")
+    cases = seed_cases(reference, scores, params.dataset, per_class, f"{source.name} scored by {name} v{version}",
+                       tolerance=params.evaluation.golden.tolerance)
     path = settings.project_dir / params.evaluation.golden.path
     append_cases(path, cases)
     emit({"added": len(cases), "golden_set": str(path)}, as_json, f"seeded {len(cases)} cases into {path}")

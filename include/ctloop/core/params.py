@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ctloop.core.errors import ConfigError
+from ctloop.core.task import DEFAULT_GATE, DEFAULT_QUALITY, GREATER_IS_BETTER, QUALITY_METRICS, Task, task_metrics
 
 ColumnType = Literal["string", "timestamp", "categorical", "integer", "float", "boolean"]
 NUMERIC_TYPES: frozenset[str] = frozenset({"integer", "float"})
@@ -39,6 +40,9 @@ class DatasetSpec(_Strict):
     id: str
     timestamp: str
     target: str
+    # binary (the default): the target is one of `classes`, the model gives the positive class's probability;
+    # regression: the target is a number, the model predicts it
+    task: Task = "binary"
     classes: list[int] = Field(default_factory=lambda: [0, 1], min_length=2)
     columns: dict[str, ColumnSpec]
     slices: list[str] = Field(default_factory=list)
@@ -52,7 +56,14 @@ class DatasetSpec(_Strict):
         for name in self.slices:
             if name not in self.columns or self.columns[name].type != "categorical":
                 raise ValueError(f"dataset.slices: {name!r} is not a categorical column of dataset.columns")
+        if self.task == "regression" and self.columns[self.target].type not in NUMERIC_TYPES:
+            raise ValueError(f"dataset.target: {self.target!r} is of type {self.columns[self.target].type!r}; "
+                             f"a regression target must be an integer or float column")
         return self
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.task != "regression"
 
     @property
     def features(self) -> list[str]:
@@ -127,8 +138,13 @@ class ScheduleSpec(_Strict):
     ingest: str = "0 0 * * *"
 
 
-ModelName = Literal["logistic_regression", "hist_gradient_boosting", "custom"]
-BUILT_IN_MODELS: tuple[str, ...] = ("logistic_regression", "hist_gradient_boosting")
+ModelName = Literal["logistic_regression", "hist_gradient_boosting", "ridge", "custom"]
+# the built-in models of each dataset.task (hist_gradient_boosting is scikit-learn's classifier or regressor)
+BUILT_IN_MODELS_BY_TASK: dict[str, tuple[str, ...]] = {
+    "binary": ("logistic_regression", "hist_gradient_boosting"),
+    "regression": ("ridge", "hist_gradient_boosting"),
+}
+BUILT_IN_MODELS: tuple[str, ...] = BUILT_IN_MODELS_BY_TASK["binary"]
 
 
 class EstimatorSpec(_Strict):
@@ -188,7 +204,7 @@ class TrainingSpec(_Strict):
 
 
 class MetricPolicy(_Strict):
-    greater_is_better: bool
+    greater_is_better: bool | None = None  # known for every metric ctloop knows (ctloop.core.task)
     threshold: float | None = None
     min_absolute_change: float | None = None
     min_relative_change: float | None = None
@@ -196,14 +212,14 @@ class MetricPolicy(_Strict):
 
 
 class SlicePolicy(_Strict):
-    metric: str = "roc_auc"
+    metric: str = "roc_auc"  # regression: r2_score (the task's default quality metric)
     floor: float | None = None
     max_regression: float | None = Field(default=None, ge=0)
     min_rows: int = Field(default=100, ge=1)
 
 
 class GateSpec(_Strict):
-    metrics: dict[str, MetricPolicy]
+    metrics: dict[str, MetricPolicy] = Field(default_factory=dict)  # none: the task's DEFAULT_GATE
     within_tolerance: Literal["promote", "reject"] = "promote"
     slices: SlicePolicy = SlicePolicy()
 
@@ -230,7 +246,9 @@ class MonitoringSpec(_Strict):
     # cannot see: it drops nulls before its tests
     max_null_share_increase: float = Field(default=0.1, gt=0, le=1)
     per_column: dict[str, ColumnDriftRule] = Field(default_factory=dict)
-    quality_metric: Literal["roc_auc", "f1_score", "accuracy_score"] = "roc_auc"
+    # roc_auc | f1_score | accuracy_score (binary); r2_score | root_mean_squared_error | mean_absolute_error
+    # (regression, default r2_score)
+    quality_metric: str = "roc_auc"
     max_quality_drop: float = Field(default=0.05, ge=0)
     min_labeled_rows: int = Field(default=300, ge=1)
     cooldown_hours: float = Field(default=48, ge=0)
@@ -250,6 +268,7 @@ class GoldenSpec(_Strict):
     path: str = "great_expectations/golden/cases.jsonl"  # relative to the project directory
     min_pass_rate: float = Field(default=0.95, ge=0, le=1)
     allowed_flips: list[str] = Field(default_factory=list)  # case ids the challenger may get wrong
+    tolerance: float = Field(default=0.0, ge=0)  # regression: |predicted - expected| allowed (a case may set its own)
 
 
 class InvarianceCheck(_Strict):
@@ -270,7 +289,8 @@ class DirectionalCheck(_Strict):
 class MinimumCase(_Strict):
     name: str
     features: dict[str, Scalar]
-    expect: int
+    expect: float  # the class (binary), or the value (regression) within `tolerance`
+    tolerance: float = Field(default=0.0, ge=0)
 
 
 class BehaviouralSpec(_Strict):
@@ -422,13 +442,49 @@ class Params(_Strict):
     labels: LabelsSpec = LabelsSpec()
     alerts: AlertsSpec = AlertsSpec()
 
+    @model_validator(mode="after")
+    def _task_defaults(self) -> Params:
+        """Fill what depends on ``dataset.task`` and was not set, and refuse metrics of another task."""
+        task = self.dataset.task
+        tp = self.training
+        if tp.model == "logistic_regression" and "model" not in tp.model_fields_set and task == "regression":
+            object.__setattr__(self, "training", tp.model_copy(update={"model": "ridge"}))
+        elif tp.model not in (*BUILT_IN_MODELS_BY_TASK[task], "custom"):
+            raise ValueError(f"training.model: {tp.model} is not a {task} model (use "
+                             f"{', '.join(BUILT_IN_MODELS_BY_TASK[task])} or training.estimator)")
+        known = set(task_metrics(task))
+        metrics = dict(self.gate.metrics) or {k: MetricPolicy(**v) for k, v in DEFAULT_GATE[task].items()}
+        for name, rule in metrics.items():
+            if rule.greater_is_better is None:
+                if name not in GREATER_IS_BETTER:
+                    raise ValueError(f"gate.metrics.{name}: greater_is_better is required for a metric ctloop "
+                                     f"does not know (it knows {', '.join(sorted(GREATER_IS_BETTER))})")
+                metrics[name] = rule.model_copy(update={"greater_is_better": GREATER_IS_BETTER[name]})
+            if name in GREATER_IS_BETTER and name not in known:
+                raise ValueError(f"gate.metrics.{name}: not a metric of a {task} model "
+                                 f"(use {', '.join(task_metrics(task))})")
+        slices = self.gate.slices
+        if "metric" not in slices.model_fields_set:
+            slices = slices.model_copy(update={"metric": DEFAULT_QUALITY[task]})
+        elif slices.metric not in known:
+            raise ValueError(f"gate.slices.metric: {slices.metric!r} is not a metric of a {task} model "
+                             f"(use {', '.join(task_metrics(task))})")
+        object.__setattr__(self, "gate", self.gate.model_copy(update={"metrics": metrics, "slices": slices}))
+        m = self.monitoring
+        if "quality_metric" not in m.model_fields_set:
+            object.__setattr__(self, "monitoring", m.model_copy(update={"quality_metric": DEFAULT_QUALITY[task]}))
+        elif m.quality_metric not in QUALITY_METRICS[task]:
+            raise ValueError(f"monitoring.quality_metric: {m.quality_metric!r} is not a quality metric of a {task} "
+                             f"model (use {', '.join(QUALITY_METRICS[task])})")
+        return self
+
 
 def _format_error(path: Path, err: ValidationError) -> str:
     first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    key = ".".join(str(p) for p in first["loc"])
     msg = first["msg"].removeprefix("Value error, ")
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    return f"{path}: {key}: {msg}{more}"
+    return f"{path}: {key}: {msg}{more}" if key else f"{path}: {msg}{more}"  # a whole-file check names its key
 
 
 def load_params(path: Path) -> Params:

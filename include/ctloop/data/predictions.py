@@ -86,6 +86,7 @@ def check_labels(frame: pd.DataFrame, contract: DatasetSpec, id_column: str = "r
     non-empty text, every label one of ``dataset.classes``, no id twice, arrival times (optional; the
     arrival day's start otherwise) that parse and fit the log's range. (the labels in contract form,
     the problems: one line each, naming the column and examples); any problem rejects the delivery."""
+    import numpy as np
     import pandas as pd
 
     problems: list[str] = []
@@ -97,10 +98,13 @@ def check_labels(frame: pd.DataFrame, contract: DatasetSpec, id_column: str = "r
     if bad_ids.any():
         problems.append(f"column {id_column!r}: {int(bad_ids.sum())} empty id(s)")
     labels = pd.to_numeric(frame[label_column], errors="coerce")
-    outside = labels.isna() | ~labels.isin(contract.classes)
+    if contract.is_classifier:
+        outside, domain = labels.isna() | ~labels.isin(contract.classes), str(contract.classes)
+    else:  # a regression label: a finite number
+        outside, domain = labels.isna() | ~np.isfinite(labels.astype("float64")), "finite numbers"
     if outside.any():
         shown = frame.loc[outside, label_column].astype(str).head(5).tolist()
-        problems.append(f"column {label_column!r}: {int(outside.sum())} label(s) outside {contract.classes}, e.g. {shown}")
+        problems.append(f"column {label_column!r}: {int(outside.sum())} label(s) outside {domain}, e.g. {shown}")
     dupes = ids[ids.duplicated(keep=False)].astype(str)
     if len(dupes):
         problems.append(f"column {id_column!r}: {dupes.nunique()} id(s) labeled more than once, e.g. "
@@ -116,7 +120,8 @@ def check_labels(frame: pd.DataFrame, contract: DatasetSpec, id_column: str = "r
     else:
         when = pd.Series(pd.Timestamp(arrived) if arrived is not None else pd.Timestamp.now(tz="UTC"),
                          index=frame.index)
-    clean = pd.DataFrame({"request_id": ids.astype(str), "label": labels.astype("Int64"),
+    clean = pd.DataFrame({"request_id": ids.astype(str),
+                          "label": labels.astype("Int64" if contract.is_classifier else "float64"),
                           "labeled_at": pd.to_datetime(when, utc=True)})
     return clean, problems
 

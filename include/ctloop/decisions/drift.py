@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
+from ctloop.core.task import worse_by
+
 Status = Literal["drift", "no_drift", "insufficient_data", "missing", "suppressed"]
 
 
@@ -28,8 +30,9 @@ class WindowEvidence:
     reference_quality: float | None = None  # the champion's test-set quality
     labeled_rows: int = 0
     unseen: dict[str, float] = field(default_factory=dict)  # column -> share of rows with unseen categories
-    label_share: float | None = None  # positive share of the labeled window
-    reference_label_share: float | None = None  # positive share of the champion's training data
+    # positive share of the labeled window (regression: share of labels above the training target's median)
+    label_share: float | None = None
+    reference_label_share: float | None = None  # the same share in the champion's training data
     missing: dict[str, tuple[float, float]] = field(default_factory=dict)  # column -> (reference, window) nulls
 
 
@@ -44,6 +47,8 @@ class MonitorPolicy:
     min_drift_days: int
     max_unseen_share: float = 0.05
     max_label_shift: float = 0.1
+    quality_metric: str = "roc_auc"  # its direction decides what a drop is (an error metric drops by rising)
+    regression: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,13 +93,15 @@ def decide(ev: WindowEvidence, policy: MonitorPolicy, last_trigger_window: date 
         score = f" (score {ev.prediction_drift_score:.3f})" if ev.prediction_drift_score is not None else ""
         reasons.append(f"prediction drift: the score distribution moved{score}")
     if (ev.quality is not None and ev.reference_quality is not None and ev.labeled_rows >= policy.min_labeled_rows
-            and ev.reference_quality - ev.quality > policy.max_quality_drop):
-        reasons.append(f"quality drop: {ev.quality:.4f} on {ev.labeled_rows} labeled rows of {ev.quality_window} vs "
-                       f"{ev.reference_quality:.4f} on the champion's test set (drop > {policy.max_quality_drop})")
+            and worse_by(policy.quality_metric, ev.reference_quality, ev.quality) > policy.max_quality_drop):
+        reasons.append(f"quality drop: {policy.quality_metric} {ev.quality:.4f} on {ev.labeled_rows} labeled rows of "
+                       f"{ev.quality_window} vs {ev.reference_quality:.4f} on the champion's test set "
+                       f"(drop > {policy.max_quality_drop})")
     if (ev.label_share is not None and ev.reference_label_share is not None
             and ev.labeled_rows >= policy.min_labeled_rows
             and abs(ev.label_share - ev.reference_label_share) > policy.max_label_shift):
-        reasons.append(f"label shift: {ev.label_share:.1%} positive labels in {ev.quality_window} vs "
+        what = "labels above the training target's median" if policy.regression else "positive labels"
+        reasons.append(f"label shift: {ev.label_share:.1%} {what} in {ev.quality_window} vs "
                        f"{ev.reference_label_share:.1%} in training (> {policy.max_label_shift:.0%} apart)")
     if not reasons:
         notes = [f"drift share {ev.drift_share:.0%} below {policy.drift_share:.0%}"

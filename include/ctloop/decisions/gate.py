@@ -14,6 +14,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from ctloop.core.task import GREATER_IS_BETTER, worse_by
 from ctloop.evaluation.records import ModelEvaluation
 
 if TYPE_CHECKING:
@@ -115,15 +116,17 @@ def _slice_checks(challenger: ModelEvaluation, champion: ModelEvaluation | None,
             if score is None or score != score or rows < sp.min_rows:
                 continue  # too small or single-class: not judged
             where = f"slice {column}={value} ({int(rows)} rows)"
-            if sp.floor is not None and score < sp.floor:
+            if sp.floor is not None and worse_by(sp.metric, sp.floor, score) > 0:
+                side = "below the slice floor" if GREATER_IS_BETTER.get(sp.metric, True) else "above the slice ceiling"
                 checks.append(Check("slice_floor", sp.metric, False,
-                                    f"{where}: {sp.metric} {_fmt(score)} below the slice floor {_fmt(sp.floor)}"))
+                                    f"{where}: {sp.metric} {_fmt(score)} {side} {_fmt(sp.floor)}"))
             if champion is not None and sp.max_regression is not None:
                 base = champion.slices.get(column, {}).get(value, {}).get(sp.metric)
-                if base is not None and base == base and base - score > sp.max_regression:
+                if base is not None and base == base and worse_by(sp.metric, base, score) > sp.max_regression:
                     checks.append(Check("slice_regression", sp.metric, False,
-                                        f"{where}: {sp.metric} {_fmt(score)} fell {base - score:.4f} below "
-                                        f"champion v{champion.version} ({_fmt(base)}), more than {sp.max_regression}"))
+                                        f"{where}: {sp.metric} {_fmt(score)} is {worse_by(sp.metric, base, score):.4f} "
+                                        f"worse than champion v{champion.version} ({_fmt(base)}), more than "
+                                        f"{sp.max_regression}"))
     if not checks and challenger.slices:
         checks.append(Check("slice_floor", sp.metric, True, f"every slice of {', '.join(challenger.slices)} "
                                                               f"meets its {sp.metric} floor and regression limit"))

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any, Literal
 
+from ctloop.core.task import worse_by
+
 if TYPE_CHECKING:
     from ctloop.core.params import RollbackPolicy
 
@@ -74,7 +76,7 @@ def decide_rollback(window: date, policy: RollbackPolicy, metric: str, champion:
     mine = float(quality["quality"])
     common = {"champion_quality": mine, "previous_quality": theirs, "quality_window": str(judged),
               "previous_windows": used}
-    drop = theirs - mine
+    drop = worse_by(metric, theirs, mine)  # an error metric (regression RMSE) drops by rising
     line = (f"{metric} of v{champion} on {judged} ({rows} labeled rows) {mine:.4f} vs v{previous} {theirs:.4f} "
             f"{basis}: drop {drop:+.4f}")
     if drop > policy.max_quality_drop:

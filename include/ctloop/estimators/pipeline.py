@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ctloop.core.errors import ConfigError
+from ctloop.core.params import BUILT_IN_MODELS_BY_TASK
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
     from ctloop.core.params import DatasetSpec, TrainingSpec
 
-MODELS = ("logistic_regression", "hist_gradient_boosting")
+MODELS = ("logistic_regression", "hist_gradient_boosting", "ridge")
 MODEL_STEP = "model"
 
 
@@ -103,14 +104,20 @@ def default_pipeline(contract: DatasetSpec, estimator: Any) -> Pipeline:
     return Pipeline([("features", features), (MODEL_STEP, estimator)])
 
 
-def _builtin(model: str, hyperparameters: dict[str, Any], seed: int) -> Any:
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.linear_model import LogisticRegression
+def _builtin(model: str, hyperparameters: dict[str, Any], seed: int, task: str = "binary") -> Any:
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.linear_model import LogisticRegression, Ridge
 
+    if model in MODELS and model not in BUILT_IN_MODELS_BY_TASK[task]:
+        raise ConfigError(f"training.model: {model} is not a {task} model; expected one of "
+                          f"{', '.join(BUILT_IN_MODELS_BY_TASK[task])} or custom")
     if model == "logistic_regression":
         return LogisticRegression(random_state=seed, **hyperparameters)
+    if model == "ridge":
+        return Ridge(random_state=seed, **hyperparameters)
     if model == "hist_gradient_boosting":
-        return HistGradientBoostingClassifier(random_state=seed, **hyperparameters)
+        cls = HistGradientBoostingRegressor if task == "regression" else HistGradientBoostingClassifier
+        return cls(random_state=seed, **hyperparameters)
     raise ConfigError(f"training.model: unknown model {model!r}; expected one of {', '.join(MODELS)} or custom")
 
 
@@ -160,17 +167,24 @@ def module_record(module_name: str) -> CodeRecord:
     return CodeRecord(module_name, source, digest, dist, dist_version)
 
 
-def _check_estimator(obj: Any, key: str, what: str) -> None:
+def _check_estimator(obj: Any, key: str, what: str, task: str = "binary") -> None:
+    from sklearn.base import is_classifier
+
     missing = [m for m in ("fit", "predict") if not callable(getattr(obj, m, None))]
     if missing:
         raise ConfigError(f"{key}: {what} has no {' or '.join(missing)}(); ctloop needs a scikit-learn-compatible "
                           f"estimator")
+    if task == "regression":
+        if is_classifier(obj):
+            raise ConfigError(f"{key}: {what} is a classifier; dataset.task is regression (use a regressor, e.g. "
+                              f"sklearn.ensemble.RandomForestRegressor)")
+        return
     if not hasattr(obj, "predict_proba"):
         raise ConfigError(f"{key}: {what} has no predict_proba(); a classifier must give probabilities (wrap it "
                           f"in sklearn.calibration.CalibratedClassifierCV)")
 
 
-def _custom_estimator(spec: TrainingSpec, seed: int) -> tuple[Any, CodeRecord]:
+def _custom_estimator(spec: TrainingSpec, seed: int, task: str = "binary") -> tuple[Any, CodeRecord]:
     assert spec.estimator is not None
     key = "training.estimator.class"
     cls = import_object(spec.estimator.class_path, key)
@@ -187,7 +201,7 @@ def _custom_estimator(spec: TrainingSpec, seed: int) -> tuple[Any, CodeRecord]:
         estimator = cls(**params)
     except Exception as e:
         raise ConfigError(f"training.estimator.params: {spec.estimator.class_path}: {e}") from e
-    _check_estimator(estimator, key, spec.estimator.class_path)
+    _check_estimator(estimator, key, spec.estimator.class_path, task)
     return estimator, code_record(cls)
 
 
@@ -231,7 +245,7 @@ def build_model(contract: DatasetSpec, spec: TrainingSpec, model: str | None = N
     if name in MODELS:
         hp = {**spec.models.get(name, {}), **overrides}  # type: ignore[call-overload]
         try:
-            estimator = _builtin(name, hp, run_seed)
+            estimator = _builtin(name, hp, run_seed, contract.task)
         except TypeError as e:
             raise ConfigError(f"training.models.{name}: {e}") from e
         pipeline = default_pipeline(contract, estimator)
@@ -243,7 +257,7 @@ def build_model(contract: DatasetSpec, spec: TrainingSpec, model: str | None = N
     code: list[CodeRecord] = []
     estimator = None
     if spec.estimator is not None:
-        estimator, record = _custom_estimator(spec, run_seed)
+        estimator, record = _custom_estimator(spec, run_seed, contract.task)
         code.append(record)
     if spec.pipeline is not None:
         pipeline, record = _user_pipeline(spec, contract)
@@ -254,7 +268,7 @@ def build_model(contract: DatasetSpec, spec: TrainingSpec, model: str | None = N
                 raise ConfigError(f"training.pipeline: {spec.pipeline} returned no Pipeline steps to put "
                                   f"training.estimator after")
             pipeline.steps[-1] = (steps[-1][0], estimator)
-        _check_estimator(pipeline, "training.pipeline", f"the pipeline from {spec.pipeline}")
+        _check_estimator(pipeline, "training.pipeline", f"the pipeline from {spec.pipeline}", contract.task)
     else:
         pipeline = default_pipeline(contract, estimator)
     _apply_overrides(pipeline, overrides, "hyperparameters")
@@ -267,4 +281,4 @@ def build_model(contract: DatasetSpec, spec: TrainingSpec, model: str | None = N
 def build_pipeline(contract: DatasetSpec, model: str, hyperparameters: dict[str, Any] | None = None,
                    seed: int = 42) -> Pipeline:
     """A built-in model's pipeline (kept for callers that name one directly)."""
-    return default_pipeline(contract, _builtin(model, dict(hyperparameters or {}), seed))
+    return default_pipeline(contract, _builtin(model, dict(hyperparameters or {}), seed, contract.task))

@@ -88,7 +88,7 @@ def score_rows(model: Any, frame: pd.DataFrame, contract: DatasetSpec) -> Scored
     good, rejections, clipped = prepare_rows(frame, contract)
     scores: list[float | None] = [None] * len(frame)
     if len(good):
-        proba = predict_scores(model, good[contract.features])
+        proba = predict_scores(model, good[contract.features], contract.task)
         positions = frame.index.get_indexer(good.index)
         for pos, p in zip(positions, proba, strict=True):
             scores[int(pos)] = float(p)
@@ -126,15 +126,29 @@ def records_frame(records: list[dict[str, Any]], contract: DatasetSpec) -> pd.Da
     return pd.DataFrame(record_columns(records, contract), columns=contract.features)
 
 
-def predict_scores(model: Any, frame: pd.DataFrame) -> Any:
-    """``predict_proba[:, 1]`` as float64, or :class:`ScoringError` when the model crashes or returns anything
-    but finite probabilities."""
+def model_output(model: Any, frame: pd.DataFrame, task: str = "binary") -> Any:
+    """What the loop calls the model's score, as float64: ``predict_proba[:, 1]`` for a binary classifier,
+    ``predict`` for a regressor (unchecked: training and evaluation, on rows they built themselves)."""
+    import numpy as np
+
+    if task == "regression":
+        return np.asarray(model.predict(frame), dtype="float64").reshape(-1)
+    return np.asarray(model.predict_proba(frame)[:, 1], dtype="float64")
+
+
+def predict_scores(model: Any, frame: pd.DataFrame, task: str = "binary") -> Any:
+    """:func:`model_output`, or :class:`ScoringError` when the model crashes or returns anything but finite
+    probabilities (a classifier) or finite numbers (a regressor), one per row."""
     import numpy as np
 
     try:
-        proba = np.asarray(model.predict_proba(frame)[:, 1], dtype="float64")
+        out = model_output(model, frame, task)
     except Exception as e:  # the model's own failure is what this path exists to catch
         raise ScoringError(f"{type(e).__name__}: {e}") from e
-    if len(proba) and (not np.all(np.isfinite(proba)) or proba.min() < 0 or proba.max() > 1):
-        raise ScoringError(f"scores outside [0, 1] or not finite: min {np.nanmin(proba)}, max {np.nanmax(proba)}")
-    return proba
+    if len(out) != len(frame):
+        raise ScoringError(f"{len(out)} outputs for {len(frame)} rows")
+    if len(out) and not np.all(np.isfinite(out)):
+        raise ScoringError(f"outputs not finite: min {np.nanmin(out)}, max {np.nanmax(out)}")
+    if task != "regression" and len(out) and (out.min() < 0 or out.max() > 1):
+        raise ScoringError(f"scores outside [0, 1]: min {out.min()}, max {out.max()}")
+    return out

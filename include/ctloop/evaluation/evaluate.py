@@ -1,5 +1,6 @@
-"""Evaluate challenger and champion on the same test set with ``mlflow.models.evaluate`` (classifier
-metrics and plots as artifacts), plus Brier score, expected calibration error and per-slice metrics."""
+"""Evaluate challenger and champion on the same test set with ``mlflow.models.evaluate`` (the task's
+metrics and plots as artifacts: ``classifier`` or ``regressor``), plus per-slice metrics and, for a binary
+classifier, Brier score and expected calibration error."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ctloop.core.logs import library_output_to_log
+from ctloop.core.task import HEADLINE
+from ctloop.estimators.scoring import model_output
 from ctloop.evaluation.records import ModelEvaluation
 from ctloop.registry.mlflow_registry import TAG, configure_mlflow, ensure_experiment
 
@@ -19,8 +22,7 @@ if TYPE_CHECKING:
     from ctloop.core.params import Params
     from ctloop.core.settings import Settings
 
-HEADLINE = ("roc_auc", "f1_score", "precision_score", "recall_score", "log_loss", "accuracy_score",
-            "precision_recall_auc")
+MLFLOW_MODEL_TYPE = {"binary": "classifier", "regression": "regressor"}
 
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
@@ -36,6 +38,18 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> 
     return float(ece)
 
 
+def regression_metrics(y: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """The regression figures a slice is judged on (MLflow's names)."""
+    import numpy as np
+    from sklearn.metrics import mean_absolute_error, r2_score
+
+    out = {"root_mean_squared_error": float(np.sqrt(np.mean((y - predicted) ** 2))),
+           "mean_absolute_error": float(mean_absolute_error(y, predicted))}
+    if len(y) > 1 and float(np.var(y)) > 0:
+        out["r2_score"] = float(r2_score(y, predicted))
+    return out
+
+
 def slice_metrics(test: pd.DataFrame, scores: np.ndarray, params: Params) -> dict[str, dict[str, dict[str, float]]]:
     from sklearn.metrics import roc_auc_score
 
@@ -45,9 +59,13 @@ def slice_metrics(test: pd.DataFrame, scores: np.ndarray, params: Params) -> dic
         out[column] = {}
         for value, idx in test.groupby(column, observed=True).indices.items():
             y = test[target].to_numpy()[idx]
-            entry = {"rows": float(len(idx)), "positive_share": float(y.mean())}
-            if len(set(y.tolist())) == 2:
-                entry["roc_auc"] = float(roc_auc_score(y, scores[idx]))
+            entry = {"rows": float(len(idx))}
+            if not params.dataset.is_classifier:
+                entry |= {"target_mean": float(y.mean()), **regression_metrics(y.astype("float64"), scores[idx])}
+            else:
+                entry["positive_share"] = float(y.mean())
+                if len(set(y.tolist())) == 2:
+                    entry["roc_auc"] = float(roc_auc_score(y, scores[idx]))
             out[column][str(value)] = entry
     return out
 
@@ -63,9 +81,10 @@ def evaluate_version(model_uri: str, version: str, run_id: str | None, test: pd.
     contract = params.dataset
     data = test[[*contract.features, contract.target]].reset_index(drop=True)
     sk_model = mlflow.sklearn.load_model(model_uri)
-    scores = sk_model.predict_proba(data[contract.features])[:, 1]
+    scores = model_output(sk_model, data[contract.features], contract.task)
     y = data[contract.target].to_numpy()
-    extra = {"brier_score": float(brier_score_loss(y, scores)), "ece": expected_calibration_error(y, scores)}
+    extra = ({"brier_score": float(brier_score_loss(y, scores)), "ece": expected_calibration_error(y, scores)}
+             if contract.is_classifier else {})
     slices = slice_metrics(test.reset_index(drop=True), scores, params)
 
     experiment_id = ensure_experiment(client, params.training.experiment, settings)
@@ -73,14 +92,16 @@ def evaluate_version(model_uri: str, version: str, run_id: str | None, test: pd.
         "experiment_id": experiment_id, "run_name": f"evaluate-{role}-v{version}"}
     with library_output_to_log("mlflow"), mlflow.start_run(**run_kwargs):
         mlflow.set_tags({f"{TAG}evaluated_version": version, f"{TAG}evaluated_role": role})
-        result = mlflow.models.evaluate(model_uri, data, targets=contract.target, model_type="classifier",
+        result = mlflow.models.evaluate(model_uri, data, targets=contract.target, model_type=MLFLOW_MODEL_TYPE[contract.task],
                                         evaluators=["default"])
         flat = {f"slice.{c}.{v}.{k}": val for c, vals in slices.items() for v, m in vals.items()
-                for k, val in m.items() if k == "roc_auc"}
+                for k, val in m.items() if k == params.gate.slices.metric}
         mlflow.log_metrics({**extra, **flat})
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "slices.json").write_text(json.dumps(slices, indent=1))
             mlflow.log_artifacts(tmp, artifact_path="evaluation")
-    metrics = {k: float(v) for k, v in result.metrics.items() if k in HEADLINE}
+    metrics = {k: float(v) for k, v in result.metrics.items() if k in HEADLINE[contract.task]}
+    if not contract.is_classifier and bool((abs(y.astype("float64")) < 1e-9).any()):
+        metrics.pop("mean_absolute_percentage_error", None)  # undefined where a true value is 0 (MLflow logs 1e15)
     metrics.update(extra)
     return ModelEvaluation(version=version, metrics=metrics, slices=slices)

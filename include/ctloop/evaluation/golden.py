@@ -26,18 +26,30 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def case_from_row(row: pd.Series, contract: DatasetSpec, expected: int, case_id: str, note: str, source: str,
+def case_from_row(row: pd.Series, contract: DatasetSpec, expected: float, case_id: str, note: str, source: str,
                   ) -> dict[str, Any]:
-    return {"case_id": case_id, "expected": int(expected), "note": note, "source": source,
+    value = int(expected) if contract.is_classifier else round(float(expected), 6)  # a class, or a value
+    return {"case_id": case_id, "expected": value, "note": note, "source": source,
             "features": {c: _jsonable(row[c]) for c in contract.features}}
 
 
+def np_linspace_index(n: int, k: int) -> list[int]:
+    """``k`` positions spread evenly over ``n`` rows (all of them when ``n <= k``)."""
+    return list(range(n)) if n <= k else [round(i * (n - 1) / (k - 1)) for i in range(k)] if k > 1 else [0]
+
+
 def seed_cases(reference: pd.DataFrame, scores: Any, contract: DatasetSpec, per_class: int, source: str,
-               confident: tuple[float, float] = (0.1, 0.8)) -> list[dict[str, Any]]:
+               confident: tuple[float, float] = (0.1, 0.8), tolerance: float = 0.0) -> list[dict[str, Any]]:
     """Cases the reference model is confident about and right on: clear escalations and clear
     non-escalations a good model must keep getting right."""
     frame = reference.assign(_score=scores)
     target = contract.target
+    if not contract.is_classifier:  # regression: rows the model predicts within `tolerance`, spread over the range
+        right = frame[(frame["_score"] - frame[target]).abs() <= tolerance].sort_values(target)
+        picked = right.iloc[np_linspace_index(len(right), per_class)] if len(right) else right
+        return [case_from_row(row, contract, row[target], f"ref-{row[contract.id]}",
+                              f"predicted within {tolerance:g} of the truth in reference data", source)
+                for _, row in picked.iterrows()]
     positives = frame[(frame[target] == 1) & (frame["_score"] >= confident[1])].head(per_class)
     negatives = frame[(frame[target] == 0) & (frame["_score"] <= confident[0])].head(per_class)
     cases = []

@@ -99,6 +99,10 @@ def golden_suite(challenger: Any, champion: Any | None, cases: list[dict[str, An
     def correct(scores: Any) -> list[bool]:
         out = []
         for case, s in zip(cases, scores, strict=True):
+            if not contract.is_classifier:  # a value within the case's tolerance (or golden.tolerance)
+                tolerance = float(case.get("tolerance", spec.golden.tolerance))
+                out.append(bool(s == s and abs(s - float(case["expected"])) <= tolerance))
+                continue
             ok = s == s and int(s >= spec.threshold) == int(case["expected"])
             ok = ok and (case.get("min_score") is None or s >= case["min_score"])
             ok = ok and (case.get("max_score") is None or s <= case["max_score"])
@@ -143,7 +147,8 @@ def behavioural_suite(model: Any, sample: pd.DataFrame, contract: DatasetSpec, s
             changed = sample.assign(**{inv.column: value})
             s = _scores(model, changed, contract)
             worst = np.maximum(worst, np.abs(s - base))
-            flipped |= (s >= spec.threshold) != (base >= spec.threshold)
+            if contract.is_classifier:  # a regressor has no decision to flip: its value is judged by the change
+                flipped |= (s >= spec.threshold) != (base >= spec.threshold)
         share = float(flipped.mean())
         ok = share <= inv.max_flip_share and float(np.nanmax(worst)) <= inv.max_score_change + 1e-12
         bad = np.argsort(-worst)[:MAX_EXAMPLES]
@@ -172,7 +177,10 @@ def behavioural_suite(model: Any, sample: pd.DataFrame, contract: DatasetSpec, s
         cases = pd.DataFrame([c.features for c in b.minimum_functionality])
         s = _scores(model, cases, contract)
         for case, score in zip(b.minimum_functionality, s, strict=True):
-            ok = score == score and int(score >= spec.threshold) == case.expect
+            if contract.is_classifier:
+                ok = score == score and int(score >= spec.threshold) == case.expect
+            else:
+                ok = score == score and abs(score - case.expect) <= case.tolerance
             checks.append(SuiteCheck(f"minimum:{case.name}", bool(ok),
                                      f"'{case.name}': expected {case.expect}, score {score:.4f}"))
     failed = sum(not c.passed for c in checks)
@@ -215,6 +223,7 @@ def adversarial_cases(base: pd.DataFrame, contract: DatasetSpec, spec: Evaluatio
 def adversarial_suite(model: Any, base: pd.DataFrame, contract: DatasetSpec, spec: EvaluationSpec) -> SuiteResult:
     checks: list[SuiteCheck] = []
     throughput = 0.0
+    valid = "in [0, 1]" if contract.is_classifier else "as finite numbers"
     for name, frame in adversarial_cases(base, contract, spec).items():
         started = time.perf_counter()
         try:
@@ -227,14 +236,14 @@ def adversarial_suite(model: Any, base: pd.DataFrame, contract: DatasetSpec, spe
             throughput = len(frame) / seconds
         answered = sum(s is not None for s in scored.scores) + len({r.row for r in scored.rejections})
         ok = answered >= len(frame)
-        outcome = (f"{len(frame)} row(s): {sum(s is not None for s in scored.scores)} scored in [0, 1], "
+        outcome = (f"{len(frame)} row(s): {sum(s is not None for s in scored.scores)} scored {valid}, "
                    f"{len(scored.rejections)} rejected")
         checks.append(SuiteCheck(f"adversarial:{name}", ok, f"{name}: {outcome}",
                                  [r.reason for r in scored.rejections[:MAX_EXAMPLES]]))
     crashes = sum(not c.passed for c in checks)
     summary = SuiteCheck("adversarial", crashes == 0,
                          f"{len(checks)} adversarial and edge cases: {crashes} crashed" if crashes else
-                         f"{len(checks)} adversarial and edge cases: each scored in [0, 1] or rejected with a reason")
+                         f"{len(checks)} adversarial and edge cases: each scored {valid} or rejected with a reason")
     failed = [c for c in checks if not c.passed]
     result = _result("adversarial", [summary, *failed], {"adversarial_cases": float(len(checks)),
                                                          "adversarial_crashes": float(crashes),
@@ -255,7 +264,7 @@ def _interleaved(models: list[Any], batches: list[list[dict[str, Any]]], contrac
         order = range(len(models)) if i % 2 == 0 else reversed(range(len(models)))
         for m in order:
             started = time.perf_counter()
-            predict_scores(models[m], records_frame(records, contract))
+            predict_scores(models[m], records_frame(records, contract), contract.task)
             timings[m].append((time.perf_counter() - started) * 1000)
     return timings
 
@@ -344,26 +353,35 @@ def shadow_suite(model: Any, logged: pd.DataFrame, labels: pd.DataFrame | None, 
                                                         f"fewer than {sh.min_rows}")
     mine = _scores(model, logged, contract)
     logged_scores = logged["score"].to_numpy(dtype="float64")
-    agreement = float(np.mean((mine >= spec.threshold) == (logged["prediction"].to_numpy() == 1)))
-    shift = float(np.nanmean(np.abs(mine - logged_scores)))
+    if contract.is_classifier:
+        agreement = float(np.mean((mine >= spec.threshold) == (logged["prediction"].to_numpy() == 1)))
+        shift = float(np.nanmean(np.abs(mine - logged_scores)))
+        same = "same decisions"
+    else:  # a value "agrees" within a quarter of the champion's spread; the shift is in those spreads too
+        spread = max(float(np.nanstd(logged_scores)), 1e-12)
+        agreement = float(np.mean(np.abs(mine - logged_scores) <= 0.25 * spread))
+        shift = float(np.nanmean(np.abs(mine - logged_scores))) / spread
+        same = "values within 0.25 std of the champion's"
     metrics = {"shadow_rows": float(len(logged)), "shadow_agreement": agreement, "shadow_mean_score_shift": shift}
     quality_ok: bool | None = None
     detail_q = "no labels yet for the replayed requests"
     if labels is not None and len(labels):
-        from sklearn.metrics import roc_auc_score
+        from sklearn.metrics import r2_score, roc_auc_score
 
         joined = logged.assign(_mine=mine).merge(labels[["request_id", "label"]], on="request_id")
-        if len(joined) >= sh.min_rows and joined["label"].nunique() == 2:
-            q_mine = float(roc_auc_score(joined["label"], joined["_mine"]))
-            q_theirs = float(roc_auc_score(joined["label"], joined["score"]))
+        judge, name = (roc_auc_score, "roc_auc") if contract.is_classifier else (r2_score, "r2_score")
+        if len(joined) >= sh.min_rows and joined["label"].nunique() >= 2 and (
+                not contract.is_classifier or joined["label"].nunique() == 2):
+            q_mine = float(judge(joined["label"], joined["_mine"]))
+            q_theirs = float(judge(joined["label"], joined["score"]))
             quality_ok = q_mine >= q_theirs - sh.quality_tolerance
-            metrics |= {"shadow_roc_auc": q_mine, "shadow_champion_roc_auc": q_theirs}
-            detail_q = f"labeled replay ({len(joined)} rows): ROC AUC {q_mine:.4f} vs champion {q_theirs:.4f}"
+            metrics |= {f"shadow_{name}": q_mine, f"shadow_champion_{name}": q_theirs}
+            detail_q = f"labeled replay ({len(joined)} rows): {name} {q_mine:.4f} vs champion {q_theirs:.4f}"
     agree_ok = agreement >= sh.min_agreement and shift <= sh.max_mean_score_shift
     # a challenger that disagrees but is at least as good on the labeled replay is what a retrain is for
     passed = agree_ok or bool(quality_ok)
     checks = [SuiteCheck("agreement", passed,
-                         f"shadow replay of {len(logged)} requests: {agreement:.1%} same decisions (min "
+                         f"shadow replay of {len(logged)} requests: {agreement:.1%} {same} (min "
                          f"{sh.min_agreement:.0%}), mean score shift {shift:.4f} (max {sh.max_mean_score_shift})"
                          + ("" if agree_ok else f"; {'accepted' if quality_ok else 'not offset'} by labeled quality"))]
     if quality_ok is not None:

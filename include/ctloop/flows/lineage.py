@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ctloop.core.errors import NotReproduced, RegistryError, VersioningError
 from ctloop.data.store import file_digest, file_sha256
+from ctloop.estimators.scoring import model_output
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -304,13 +305,13 @@ def reproduce(settings: Settings, params: Params, lake: Lake, version: str, tole
     registered_model = mlflow.sklearn.load_model(f"models:/{chain.model}/{version}")
     x_test = test[contract.features]
     y = test[contract.target].to_numpy()
-    ours = pipeline.predict_proba(x_test)[:, 1]
-    theirs = registered_model.predict_proba(x_test)[:, 1]
-    reproduced, registered = _metrics(y, ours), _metrics(y, theirs)
+    ours = model_output(pipeline, x_test, contract.task)
+    theirs = model_output(registered_model, x_test, contract.task)
+    reproduced, registered = _metrics(y, ours, contract.task), _metrics(y, theirs, contract.task)
     metric_diff = max(abs(reproduced[k] - registered[k]) for k in reproduced)
     score_diff = float(np.max(np.abs(ours - theirs))) if len(ours) else 0.0
     logged = client.get_run(run_id).data.metrics
-    for key in ("roc_auc", "brier_score"):
+    for key in ("roc_auc", "brier_score", "root_mean_squared_error", "mean_absolute_error"):
         if key in logged and abs(logged[key] - registered[key]) > 1e-9:
             notes.append(f"the registered model's {key} on the pulled test set is {registered[key]:.6f}, the run "
                          f"logged {logged[key]:.6f}")
@@ -328,7 +329,7 @@ def reproduce(settings: Settings, params: Params, lake: Lake, version: str, tole
             if lib in libs and libs[lib] != f"{lib}=={pkg_version(lib)}":
                 why.append(f"{libs[lib]} then, {lib}=={pkg_version(lib)} now")
         why.extend(code_notes)
-        if config["model"] != "logistic_regression":
+        if config["model"] not in ("logistic_regression", "ridge"):
             label = config.get("label", config["model"])
             why.append(f"{label} may not be bit-for-bit deterministic across thread counts")
         notes.extend(why or ["no recorded difference in data, params, code or libraries explains it"])
@@ -340,8 +341,13 @@ def reproduce(settings: Settings, params: Params, lake: Lake, version: str, tole
     return result
 
 
-def _metrics(y: Any, scores: Any) -> dict[str, float]:
+def _metrics(y: Any, scores: Any, task: str = "binary") -> dict[str, float]:
     from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
+
+    if task == "regression":
+        from ctloop.evaluation.evaluate import regression_metrics
+
+        return regression_metrics(y.astype("float64"), scores)
 
     return {"roc_auc": float(roc_auc_score(y, scores)), "brier_score": float(brier_score_loss(y, scores)),
             "log_loss": float(log_loss(y, scores, labels=[0, 1]))}

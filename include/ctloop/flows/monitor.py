@@ -49,7 +49,8 @@ def monitor_policy(params: Params) -> MonitorPolicy:
     return MonitorPolicy(min_rows=m.min_rows, drift_share=m.drift_share, prediction_drift=m.prediction_drift,
                          max_quality_drop=m.max_quality_drop, min_labeled_rows=m.min_labeled_rows,
                          cooldown_hours=m.cooldown_hours, min_drift_days=m.min_drift_days,
-                         max_unseen_share=m.max_unseen_share, max_label_shift=m.max_label_shift)
+                         max_unseen_share=m.max_unseen_share, max_label_shift=m.max_label_shift,
+                         quality_metric=m.quality_metric, regression=not params.dataset.is_classifier)
 
 
 def drift_policy(params: Params, calibration: Calibration | None = None) -> DriftPolicy:
@@ -170,7 +171,7 @@ def measure_drift(params: Params, data: WindowData, report: Path) -> DriftMeasur
 def measure_quality(lake: Lake, params: Params, data: WindowData) -> QualityMeasurement:
     champion = data.champion
     quality, rows, judged, share = labeled_quality(lake, params, data.window, champion.version,
-                                                   window_labels(lake, data.window))
+                                                   window_labels(lake, data.window), champion.label_cut)
     return QualityMeasurement(quality, rows, judged, share, champion.quality, champion.label_share)
 
 

@@ -152,6 +152,8 @@ def replay_quality(lake: Lake, params: Params, settings: Settings, window: date,
         return None
     threshold = params.evaluation.threshold
     replayed = joined.assign(**{SCORE: scores}).dropna(subset=[SCORE])
+    if not params.dataset.is_classifier:
+        return quality_of(params.monitoring.quality_metric, replayed, regression=True)
     replayed = replayed.assign(prediction=(replayed[SCORE] >= threshold).astype("int64"))
     return quality_of(params.monitoring.quality_metric, replayed)
 

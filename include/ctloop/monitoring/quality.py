@@ -26,14 +26,22 @@ def window_labels(lake: Lake, window: date) -> pd.DataFrame:
     return labels_arrived(lake, window, since=window - timedelta(days=LOOKBACK_DAYS))
 
 
-def quality_of(metric: str, joined: pd.DataFrame) -> float:
-    """The quality on labeled requests, with Evidently's classification metrics."""
+def quality_of(metric: str, joined: pd.DataFrame, regression: bool = False) -> float:
+    """The quality on labeled requests, with Evidently's classification or regression metrics."""
     import os
 
     os.environ.setdefault("DO_NOT_TRACK", "true")
-    from evidently import BinaryClassification, DataDefinition, Dataset, Report
-    from evidently.metrics import Accuracy, F1Score, RocAuc
+    from evidently import BinaryClassification, DataDefinition, Dataset, Regression, Report
+    from evidently.metrics import MAE, RMSE, Accuracy, F1Score, R2Score, RocAuc
 
+    if regression:
+        frame = joined[["label", SCORE]].astype("float64")
+        definition = DataDefinition(regression=[Regression(target="label", prediction=SCORE)],
+                                    numerical_columns=["label", SCORE])
+        evidently_metric = {"r2_score": R2Score, "root_mean_squared_error": RMSE, "mean_absolute_error": MAE}[metric]()
+        snapshot = Report([evidently_metric]).run(Dataset.from_pandas(frame, data_definition=definition), None)
+        value = snapshot.dict()["metrics"][0]["value"]
+        return float(value["mean"] if isinstance(value, dict) else value)  # RMSE/MAE: mean (and std) of the error
     frame = joined[["label", SCORE, "prediction"]].astype({"label": "int64", "prediction": "int64"})
     definition = DataDefinition(classification=[BinaryClassification(
         target="label", prediction_probas=SCORE, prediction_labels="prediction")])
@@ -49,10 +57,11 @@ def served_and_labeled(lake: Lake, params: Params, day: date, version: str, labe
     return preds.merge(labels, on="request_id")
 
 
-def labeled_quality(lake: Lake, params: Params, window: date, version: str, labels: pd.DataFrame
-                    ) -> tuple[float | None, int, date | None, float | None]:
-    """(quality, labeled rows, the window judged, its positive-label share) of ``version`` on the newest
-    earlier window with enough labeled requests it served; Nones when there is none."""
+def labeled_quality(lake: Lake, params: Params, window: date, version: str, labels: pd.DataFrame,
+                    label_cut: float | None = None) -> tuple[float | None, int, date | None, float | None]:
+    """(quality, labeled rows, the window judged, its positive-label share, or for regression its share of
+    labels above ``label_cut``) of ``version`` on the newest earlier window with enough labeled requests it
+    served; Nones when there is none."""
     if labels.empty:
         return None, 0, None, None
     for back in range(1, LOOKBACK_DAYS + 1):
@@ -60,6 +69,8 @@ def labeled_quality(lake: Lake, params: Params, window: date, version: str, labe
         joined = served_and_labeled(lake, params, day, version, labels)
         if len(joined) < params.monitoring.min_labeled_rows or joined["label"].nunique() < 2:
             continue
-        return (quality_of(params.monitoring.quality_metric, joined), len(joined), day,
-                float(joined["label"].astype(int).mean()))
+        regression = not params.dataset.is_classifier
+        y = joined["label"].astype("float64")
+        share = float((y > label_cut).mean()) if regression and label_cut is not None else float(y.mean())
+        return quality_of(params.monitoring.quality_metric, joined, regression), len(joined), day, share
     return None, 0, None, None

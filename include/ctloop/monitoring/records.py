@@ -20,6 +20,7 @@ class ChampionReference:
     quality: float | None
     label_share: float | None
     calibration_path: str | None = None
+    label_cut: float | None = None  # regression: the training target's median (label_share is the share above)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

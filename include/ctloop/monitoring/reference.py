@@ -41,9 +41,14 @@ def champion_reference(settings: Settings, params: Params) -> ChampionReference:
         Path(local).rename(cache)
     quality = client.get_run(run_id).data.metrics.get(params.monitoring.quality_metric)
     target = params.dataset.target
-    label_share = None
+    label_share = label_cut = None
     if target in pq.ParquetFile(cache).schema_arrow.names:
-        label_share = float(pq.read_table(cache, columns=[target]).column(0).to_pandas().mean())
+        y = pq.read_table(cache, columns=[target]).column(0).to_pandas().astype("float64")
+        if params.dataset.is_classifier:
+            label_share = float(y.mean())
+        else:  # a regression target's shift: the share above its training median (0.5 there, by definition)
+            label_cut = float(y.median())
+            label_share = float((y > label_cut).mean())
     calibration = cache.with_suffix(".calibration.json")
     if not calibration.exists():
         artifacts = {f.path for f in client.list_artifacts(run_id, "reference")}
@@ -51,7 +56,7 @@ def champion_reference(settings: Settings, params: Params) -> ChampionReference:
             local = client.download_artifacts(run_id, CALIBRATION_ARTIFACT, str(cache.parent / f".{version}"))
             Path(local).rename(calibration)
     return ChampionReference(version, run_id, str(cache), quality, label_share,
-                             str(calibration) if calibration.exists() else None)
+                             str(calibration) if calibration.exists() else None, label_cut)
 
 
 def load_calibration(reference: ChampionReference) -> Calibration | None:

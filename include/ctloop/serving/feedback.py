@@ -61,7 +61,8 @@ class FeedbackHandler:
                 raise ValueError(f"expected one of {sorted(classes)}")
             return value
 
-        label = Annotated[int, Field(strict=True), AfterValidator(in_classes)]
+        label: Any = (Annotated[int, Field(strict=True), AfterValidator(in_classes)] if contract.is_classifier else
+                      Annotated[float, Field(allow_inf_nan=False)])  # a regression label: any finite number
         record = create_model("FeedbackLabel", __config__=ConfigDict(extra="forbid"),
                               request_id=(Annotated[str, Field(min_length=1, max_length=MAX_KEY)], ...),
                               label=(label, ...), labeled_at=(EventTime | None, None))

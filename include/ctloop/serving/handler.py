@@ -34,6 +34,7 @@ class PredictionHandler:
         self.contract = params.dataset
         self.name = params.training.registered_model
         self.threshold = params.evaluation.threshold
+        self.classifier = params.dataset.is_classifier
         self.schema = RequestSchema(self.contract, params.serving.max_records, params.serving.max_text_length)
         self.store = store
         self.guard = guard
@@ -78,7 +79,7 @@ class PredictionHandler:
         out, rows = [], []
         for i, r in enumerate(records):
             lm, route, score = served[i]
-            prediction = int(score >= self.threshold)
+            prediction = self.decide(score)
             out.append({"request_id": r["request_id"], "prediction": prediction, "score": score,
                         "model_version": lm.version, "route": route})
             rows.append(self.log_row(r, received, lm.version, route, prediction, score, latency))
@@ -139,11 +140,15 @@ class PredictionHandler:
         rows = []
         for r, s in zip(records, scores, strict=True):
             score = float(s)
-            rows.append(self.log_row(r, received, shadow.version, SHADOW_ROUTE, int(score >= self.threshold),
+            rows.append(self.log_row(r, received, shadow.version, SHADOW_ROUTE, self.decide(score),
                                      score, latency))
             self.metrics.scores.labels(shadow.version, SHADOW_ROUTE).observe(score)
         self.metrics.records.labels(shadow.version, SHADOW_ROUTE).inc(len(records))
         self.writer.offer(rows)
+
+    def decide(self, score: float) -> int | float:
+        """The answer: the class at ``evaluation.threshold`` (binary), the predicted value (regression)."""
+        return int(score >= self.threshold) if self.classifier else score
 
     def log_row(self, record: dict[str, Any], received: datetime, version: str, route: str, prediction: int,
                 score: float, latency: float) -> dict[str, Any]:

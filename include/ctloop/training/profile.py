@@ -30,7 +30,10 @@ def reference_profile(frame: pd.DataFrame, contract: DatasetSpec, scores: np.nda
         profile["columns"][col] = {"kind": "categorical", "frequencies": {str(k): float(v) for k, v in freq.items()},
                                    "null_share": float(frame[col].isna().mean())}
     target = contract.target
-    profile["target"] = {"column": target, "positive_share": float(frame[target].mean())}
+    y = frame[target].astype("float64")
+    profile["target"] = ({"column": target, "positive_share": float(y.mean())} if contract.is_classifier else
+                         {"column": target, "mean": float(y.mean()), "std": float(y.std()),
+                          "quantiles": [float(q) for q in y.quantile(QUANTILES).to_numpy()]})
     if scores is not None:
         import numpy as np
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ctloop.core.logs import library_output_to_log
 from ctloop.estimators.pipeline import build_model
+from ctloop.estimators.scoring import model_output
 from ctloop.registry.mlflow_registry import CHALLENGER, TAG, configure_mlflow, ensure_experiment
 from ctloop.training.profile import reference_profile
 
@@ -94,10 +95,10 @@ def train_challenger(train: pd.DataFrame, test: pd.DataFrame, window: dict[str, 
         mlflow.log_params({"model": model_name, "seed": tp.seed, "window_start": window["start"],
                            "window_end": window["end"], "train_days": len(window["train_days"]),
                            "test_days": len(window["test_days"]), **{f"hp.{k}": v for k, v in hp.items()}})
-        train_scores = pipeline.predict_proba(train[features])[:, 1]
+        train_scores = model_output(pipeline, train[features], contract.task)
+        target_mean = "train_positive_share" if contract.is_classifier else "train_target_mean"
         mlflow.log_metrics({"train_rows": float(len(train)), "test_rows": float(len(test)),
-                            "train_positive_share": float(train[contract.target].mean()),
-                            "train_seconds": train_seconds})
+                            target_mean: float(train[contract.target].mean()), "train_seconds": train_seconds})
         mlflow.log_input(from_pandas(train, name=f"train{window['start']}_{window['end']}",
                                      targets=contract.target), context="training")
         mlflow.log_input(from_pandas(test, name=f"test{window['start']}_{window['end']}",
@@ -118,7 +119,7 @@ def train_challenger(train: pd.DataFrame, test: pd.DataFrame, window: dict[str, 
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "profile.json").write_text(json.dumps(profile, indent=1))
             sample = train.sample(min(len(train), 20_000), random_state=tp.seed)
-            sample.assign(prediction_score=pipeline.predict_proba(sample[features])[:, 1]).to_parquet(
+            sample.assign(prediction_score=model_output(pipeline, sample[features], contract.task)).to_parquet(
                 Path(tmp) / "sample.parquet", index=False)
             (Path(tmp) / "window.json").write_text(json.dumps(window, indent=1, default=str))
             mlflow.log_artifacts(tmp, artifact_path="reference")

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from great_expectations.data_context import FileDataContext
 
-    from ctloop.core.params import Params
+    from ctloop.core.params import DatasetSpec, Params
 
 # the largest finite float: a contract bound that still rejects ±inf
 FINITE = 1.7976931348623157e308
@@ -84,8 +84,7 @@ def expectation_specs(reference: pd.DataFrame, params: Params) -> list[Spec]:
          {"column": ds.timestamp, "min_value": {"$PARAMETER": INTERVAL_START},
           "max_value": {"$PARAMETER": INTERVAL_END}, "strict_max": True},
          {"why": "every row belongs to the run's data interval (none after the time of the check)"}, CRITICAL),
-        ("ExpectColumnValuesToBeInSet", {"column": ds.target, "value_set": list(ds.classes)},
-         {"why": "dataset.classes"}, CRITICAL),
+        _target_domain(ds),
     ]
     for name, col in ds.columns.items():
         specs.append(("ExpectColumnValuesToBeInTypeList", {"column": name, "type_list": TYPE_LISTS[col.type]},
@@ -172,19 +171,36 @@ def _save_suite(context: FileDataContext, name: str, specs: list[Spec], meta: di
     return name
 
 
+def _target_domain(ds: DatasetSpec) -> Spec:
+    """A classifier's labels are ``dataset.classes``; a regression target is a finite number in the contract's
+    bounds (a label is never clipped: it is data, not a request)."""
+    if ds.is_classifier:
+        return ("ExpectColumnValuesToBeInSet", {"column": ds.target, "value_set": list(ds.classes)},
+                {"why": "dataset.classes"}, CRITICAL)
+    col = ds.columns[ds.target]
+    return ("ExpectColumnValuesToBeBetween",
+            {"column": ds.target, "min_value": col.min if col.min is not None else -FINITE,
+             "max_value": col.max if col.max is not None else FINITE},
+            {"why": "regression target: finite, within the contract's bounds"}, CRITICAL)
+
+
 def training_expectation_specs(params: Params) -> list[Spec]:
     """The training-set suite: enough rows, class balance in bounds, no column outside the contract
     (a leaked outcome column such as ``resolution_code`` would fail it)."""
     ds, tp = params.dataset, params.training
     lo, hi = tp.class_share
+    balance: Spec = (
+        ("ExpectColumnMeanToBeBetween", {"column": ds.target, "min_value": lo, "max_value": hi},
+         {"why": "training.class_share: positive-class share within bounds"}, CRITICAL) if ds.is_classifier else
+        ("ExpectColumnStdevToBeBetween", {"column": ds.target, "min_value": 1e-12, "strict_min": True},
+         {"why": "a regression target that never varies teaches nothing"}, CRITICAL))
     return [
         ("ExpectTableRowCountToBeBetween", {"min_value": tp.min_rows}, {"why": "training.min_rows"}, CRITICAL),
         ("ExpectTableColumnsToMatchSet", {"column_set": list(ds.columns), "exact_match": True},
          {"why": "no leakage: nothing but the contract's columns reaches training"}, CRITICAL),
-        ("ExpectColumnValuesToBeInSet", {"column": ds.target, "value_set": list(ds.classes)}, {"why": "dataset.classes"}, CRITICAL),
+        _target_domain(ds),
         ("ExpectColumnValuesToNotBeNull", {"column": ds.target}, {"why": "every training row is labeled"}, CRITICAL),
-        ("ExpectColumnMeanToBeBetween", {"column": ds.target, "min_value": lo, "max_value": hi},
-         {"why": "training.class_share: positive-class share within bounds"}, CRITICAL),
+        balance,
         ("ExpectColumnValuesToBeUnique", {"column": ds.id}, {"why": "no row twice in the training set"}, CRITICAL),
     ]
 

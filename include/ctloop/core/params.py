@@ -434,7 +434,7 @@ class Params(_Strict):
     validation: ValidationSpec
     schedule: ScheduleSpec = ScheduleSpec()
     training: TrainingSpec
-    gate: GateSpec
+    gate: GateSpec = GateSpec()  # no gate.metrics: the task's DEFAULT_GATE
     monitoring: MonitoringSpec = MonitoringSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
     promotion: PromotionSpec = PromotionSpec()

@@ -14,7 +14,10 @@ if TYPE_CHECKING:
 
 def status_table(st: dict[str, Any]) -> Table:
     table = Table(title=f"registered model {st['model']}")
-    for col in ("alias", "version", "roc_auc", "f1", "brier", "gate", "since", "why"):
+    regression = any("r2_score" in (st.get(a) or {}).get("metrics", {}) for a in ("champion", "challenger", "previous"))
+    shown = (("r2_score", "r2"), ("root_mean_squared_error", "rmse"), ("mean_absolute_error", "mae")) if regression \
+        else (("roc_auc", "roc_auc"), ("f1_score", "f1"), ("brier_score", "brier"))
+    for col in ("alias", "version", *(label for _, label in shown), "gate", "since", "why"):
         table.add_column(col)
     for alias in ("champion", "challenger", "candidate", "previous", "previous-2"):
         v = st.get(alias)
@@ -26,8 +29,7 @@ def status_table(st: dict[str, Any]) -> Table:
         gate = {True: "passed", False: "REJECTED"}.get(v["gate"]["passed"], "-") if v["gate"] else (
             "rolled back" if t.get("rolled_back_at") else "-")
         since = t.get("demoted_at") if alias.startswith("previous") else t.get("promoted_at", v["created"])
-        table.add_row(alias, v["version"], str(m.get("roc_auc", "")), str(m.get("f1_score", "")),
-                      str(m.get("brier_score", "")), gate, since or v["created"],
+        table.add_row(alias, v["version"], *(str(m.get(k, "")) for k, _ in shown), gate, since or v["created"],
                       t.get("promoted_reason", t.get("trigger_reason", "")))
     return table
 

@@ -14,7 +14,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ctloop.core.errors import ConfigError
-from ctloop.core.task import DEFAULT_GATE, DEFAULT_QUALITY, GREATER_IS_BETTER, QUALITY_METRICS, Task, task_metrics
+from ctloop.core.task import (
+    DEFAULT_GATE,
+    DEFAULT_QUALITY,
+    GREATER_IS_BETTER,
+    QUALITY_METRICS,
+    Task,
+    task_metrics,
+)
 
 ColumnType = Literal["string", "timestamp", "categorical", "integer", "float", "boolean"]
 NUMERIC_TYPES: frozenset[str] = frozenset({"integer", "float"})
@@ -453,7 +460,7 @@ class Params(_Strict):
             raise ValueError(f"training.model: {tp.model} is not a {task} model (use "
                              f"{', '.join(BUILT_IN_MODELS_BY_TASK[task])} or training.estimator)")
         known = set(task_metrics(task))
-        metrics = dict(self.gate.metrics) or {k: MetricPolicy(**v) for k, v in DEFAULT_GATE[task].items()}
+        metrics = dict(self.gate.metrics) or {k: MetricPolicy.model_validate(v) for k, v in DEFAULT_GATE[task].items()}
         for name, rule in metrics.items():
             if rule.greater_is_better is None:
                 if name not in GREATER_IS_BETTER:

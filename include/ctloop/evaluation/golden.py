@@ -61,7 +61,7 @@ def seed_cases(reference: pd.DataFrame, scores: Any, contract: DatasetSpec, per_
     return cases
 
 
-def add_from_log(lake: Lake, contract: DatasetSpec, request_ids: list[str], label: int, note: str,
+def add_from_log(lake: Lake, contract: DatasetSpec, request_ids: list[str], label: float, note: str,
                  days: list[date]) -> list[dict[str, Any]]:
     """Cases for logged production requests (a real failure fed back into the suite)."""
     import pandas as pd

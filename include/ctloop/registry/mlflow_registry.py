@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ctloop.core.errors import DependencyUnavailable, PromotionConflict, RegistryError
 from ctloop.core.locks import file_lock
+from ctloop.core.task import GREATER_IS_BETTER
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -391,7 +392,7 @@ def describe_version(client: MlflowClient, model: str, version: str | None) -> d
         "run_id": mv.run_id,
         "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(timespec="seconds"),
         "metrics": {k: round(v, 4) for k, v in (run.data.metrics.items() if run else [])
-                    if k in ("roc_auc", "f1_score", "log_loss", "brier_score", "precision_score", "recall_score")},
+                    if k in GREATER_IS_BETTER and k != "max_error"},
         "tags": tags,
         "gate": {"passed": decision.get("passed"), "reasons": decision.get("reasons")} if decision else None,
     }

@@ -150,7 +150,7 @@ class PredictionHandler:
         """The answer: the class at ``evaluation.threshold`` (binary), the predicted value (regression)."""
         return int(score >= self.threshold) if self.classifier else score
 
-    def log_row(self, record: dict[str, Any], received: datetime, version: str, route: str, prediction: int,
+    def log_row(self, record: dict[str, Any], received: datetime, version: str, route: str, prediction: float,
                 score: float, latency: float) -> dict[str, Any]:
         """The prediction-log row: the event time (in UTC, already bounded by the schema), the features as
         the model saw them, the outcome."""

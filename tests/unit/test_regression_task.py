@@ -140,7 +140,7 @@ def test_a_rising_error_is_a_quality_drop_and_a_rollback() -> None:
 
     policy = MonitorPolicy(min_rows=100, drift_share=0.5, prediction_drift=True, max_quality_drop=2.0,
                            min_labeled_rows=100, cooldown_hours=0, min_drift_days=3,
-                           quality_metric="root_mean_squared_error", regression=True)
+                           quality_metric="root_mean_squared_error", task="regression")
     common = {"window": date(2013, 1, 10), "rows": 900, "partition_exists": True, "drift_share": 0.0,
               "quality_window": date(2013, 1, 9), "labeled_rows": 800, "reference_quality": 20.0,
               "label_share": 0.5, "reference_label_share": 0.5}

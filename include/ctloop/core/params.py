@@ -63,6 +63,12 @@ class DatasetSpec(_Strict):
         for name in self.slices:
             if name not in self.columns or self.columns[name].type != "categorical":
                 raise ValueError(f"dataset.slices: {name!r} is not a categorical column of dataset.columns")
+        if self.task == "binary" and len(self.classes) != 2:
+            raise ValueError(f"dataset.classes: a binary task has two classes, got {self.classes} (use "
+                             f"task: multiclass)")
+        if self.task == "multiclass" and (len(self.classes) < 3 or len(set(self.classes)) != len(self.classes)):
+            raise ValueError(f"dataset.classes: a multiclass task needs three or more distinct classes, got "
+                             f"{self.classes}")
         if self.task == "regression" and self.columns[self.target].type not in NUMERIC_TYPES:
             raise ValueError(f"dataset.target: {self.target!r} is of type {self.columns[self.target].type!r}; "
                              f"a regression target must be an integer or float column")
@@ -149,6 +155,7 @@ ModelName = Literal["logistic_regression", "hist_gradient_boosting", "ridge", "c
 # the built-in models of each dataset.task (hist_gradient_boosting is scikit-learn's classifier or regressor)
 BUILT_IN_MODELS_BY_TASK: dict[str, tuple[str, ...]] = {
     "binary": ("logistic_regression", "hist_gradient_boosting"),
+    "multiclass": ("logistic_regression", "hist_gradient_boosting"),
     "regression": ("ridge", "hist_gradient_boosting"),
 }
 BUILT_IN_MODELS: tuple[str, ...] = BUILT_IN_MODELS_BY_TASK["binary"]
@@ -286,9 +293,12 @@ class InvarianceCheck(_Strict):
 
 
 class DirectionalCheck(_Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
     column: str
     change: float
     expect: Literal["increase", "decrease"]
+    target_class: int | None = Field(default=None, alias="class")  # multiclass: whose probability moves
     tolerance: float = Field(default=0.01, ge=0)  # no row may move the other way by more
     min_effect: float = Field(default=0.005, ge=0)  # the mean move in the expected direction
 
@@ -477,6 +487,10 @@ class Params(_Strict):
             raise ValueError(f"gate.slices.metric: {slices.metric!r} is not a metric of a {task} model "
                              f"(use {', '.join(task_metrics(task))})")
         object.__setattr__(self, "gate", self.gate.model_copy(update={"metrics": metrics, "slices": slices}))
+        for i, d in enumerate(self.evaluation.behavioural.directional):
+            if task == "multiclass" and d.target_class not in self.dataset.classes:
+                raise ValueError(f"evaluation.behavioural.directional.{i}.class: a multiclass check names the class "
+                                 f"whose probability should move, one of {self.dataset.classes}")
         m = self.monitoring
         if "quality_metric" not in m.model_fields_set:
             object.__setattr__(self, "monitoring", m.model_copy(update={"quality_metric": DEFAULT_QUALITY[task]}))

@@ -27,7 +27,11 @@ LABEL_COLUMNS = ("request_id", "label", "labeled_at")
 
 
 def expected_log_columns(contract: DatasetSpec) -> list[str]:
-    return [*LOG_COLUMNS, *contract.features, *OUTCOME_COLUMNS]
+    """The log's columns: a multiclass model's rows also carry every class's probability (``proba_<c>``)."""
+    from ctloop.core.task import proba_columns
+
+    extra = proba_columns(contract.classes) if contract.task == "multiclass" else []
+    return [*LOG_COLUMNS, *contract.features, *OUTCOME_COLUMNS, *extra]
 
 
 def write_predictions(lake: Lake, frame: pd.DataFrame, name: str) -> list[Path]:

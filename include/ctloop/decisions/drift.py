@@ -48,7 +48,7 @@ class MonitorPolicy:
     max_unseen_share: float = 0.05
     max_label_shift: float = 0.1
     quality_metric: str = "roc_auc"  # its direction decides what a drop is (an error metric drops by rising)
-    regression: bool = False
+    task: str = "binary"
 
 
 @dataclass(frozen=True)
@@ -100,9 +100,13 @@ def decide(ev: WindowEvidence, policy: MonitorPolicy, last_trigger_window: date 
     if (ev.label_share is not None and ev.reference_label_share is not None
             and ev.labeled_rows >= policy.min_labeled_rows
             and abs(ev.label_share - ev.reference_label_share) > policy.max_label_shift):
-        what = "labels above the training target's median" if policy.regression else "positive labels"
-        reasons.append(f"label shift: {ev.label_share:.1%} {what} in {ev.quality_window} vs "
-                       f"{ev.reference_label_share:.1%} in training (> {policy.max_label_shift:.0%} apart)")
+        if policy.task == "multiclass":  # label_share: the total variation distance from training's class shares
+            reasons.append(f"label shift: the class shares of {ev.quality_window} are {ev.label_share:.1%} apart "
+                           f"from training's (total variation; > {policy.max_label_shift:.0%})")
+        else:
+            what = "labels above the training target's median" if policy.task == "regression" else "positive labels"
+            reasons.append(f"label shift: {ev.label_share:.1%} {what} in {ev.quality_window} vs "
+                           f"{ev.reference_label_share:.1%} in training (> {policy.max_label_shift:.0%} apart)")
     if not reasons:
         notes = [f"drift share {ev.drift_share:.0%} below {policy.drift_share:.0%}"
                  + (f" ({', '.join(ev.drifted_columns)})" if ev.drifted_columns else "")

@@ -10,7 +10,9 @@ no label and are left out. The contract is ``examples/flights/params.yaml``.
 
 ``flights(task="regression")``: the same flights as a regression, the one a gate agent asks at take-off:
 how many minutes late will this flight arrive (``arr_delay``, -86 to 1,272; the departure delay is known by
-then and is a feature). The contract is ``examples/flights_arrival/params.yaml``.
+then and is a feature). The contract is ``examples/flights_arrival/params.yaml``. ``task="multiclass"``: the
+same question in three classes (``arrival``: 0 on time, at most 15 minutes late; 1 late, up to an hour; 2 more
+than an hour late); ``examples/flights_arrival_class/params.yaml``.
 """
 
 from __future__ import annotations
@@ -46,10 +48,13 @@ def flights(task: str = "binary") -> pd.DataFrame:
         **{c: f[c].astype("float64") for c in WEATHER},
         "delayed": (f["arr_delay"] > 15).astype("int64"),
     })
-    if task == "regression":
+    if task in ("regression", "multiclass"):
         out = out.drop(columns="delayed").assign(dep_delay=f["dep_delay"].astype("float64"),
                                                  arr_delay=f["arr_delay"].astype("float64"))
         out = out[list(REGRESSION_COLUMNS)]
+    if task == "multiclass":
+        delay = out.pop("arr_delay")
+        out["arrival"] = (delay > 15).astype("int64") + (delay > 60).astype("int64")
     return out.sort_values(["sched_dep", "flight_id"]).reset_index(drop=True)
 
 

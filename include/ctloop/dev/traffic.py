@@ -96,7 +96,7 @@ def write_day_labels(day: date, spec: TrafficSpec, params: Params, settings: Set
 
 def simulate_traffic(spec: TrafficSpec, params: Params, settings: Settings, lake: Lake) -> list[dict[str, Any]]:
     """Score each day's requests in-process with ``@champion`` (no server) and log them."""
-    from ctloop.estimators.scoring import model_output
+    from ctloop.estimators.scoring import answers, model_output
 
 
     version, model = load_champion(settings, params)
@@ -105,12 +105,12 @@ def simulate_traffic(spec: TrafficSpec, params: Params, settings: Settings, lake
     for i in range(spec.days):
         day = spec.start + timedelta(days=i)
         source, log, latency_ms, labeled = day_requests(day, spec, params)
-        scores = model_output(model, log[params.dataset.features], params.dataset.task)
+        output = model_output(model, log[params.dataset.features], params.dataset.task, params.dataset.classes)
+        predictions, scores = answers(output, params.dataset, params.evaluation.threshold)
         log.insert(2, "model_name", name)
         log.insert(3, "model_version", version)
         log.insert(4, "route", "champion")
-        log["prediction"] = ((scores >= params.evaluation.threshold).astype("int64") if params.dataset.is_classifier
-                             else scores)
+        log["prediction"] = predictions
         log["score"] = scores
         log["latency_ms"] = latency_ms
         write_predictions(lake, log, name=f"simulated-v{version}")

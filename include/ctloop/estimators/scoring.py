@@ -39,7 +39,7 @@ class Rejection:
 
 @dataclass
 class Scored:
-    scores: list[float | None]  # None where the row was rejected
+    scores: list[Any]  # None where the row was rejected; multiclass: a probability per class of `classes`
     rejections: list[Rejection] = field(default_factory=list)
     clipped: dict[str, int] = field(default_factory=dict)  # column -> rows clipped to the contract
 
@@ -88,10 +88,10 @@ def score_rows(model: Any, frame: pd.DataFrame, contract: DatasetSpec) -> Scored
     good, rejections, clipped = prepare_rows(frame, contract)
     scores: list[float | None] = [None] * len(frame)
     if len(good):
-        proba = predict_scores(model, good[contract.features], contract.task)
+        proba = predict_scores(model, good[contract.features], contract.task, contract.classes)
         positions = frame.index.get_indexer(good.index)
         for pos, p in zip(positions, proba, strict=True):
-            scores[int(pos)] = float(p)
+            scores[int(pos)] = p.tolist() if contract.task == "multiclass" else float(p)
     return Scored(scores, rejections, clipped)
 
 
@@ -126,27 +126,54 @@ def records_frame(records: list[dict[str, Any]], contract: DatasetSpec) -> pd.Da
     return pd.DataFrame(record_columns(records, contract), columns=contract.features)
 
 
-def model_output(model: Any, frame: pd.DataFrame, task: str = "binary") -> Any:
-    """What the loop calls the model's score, as float64: ``predict_proba[:, 1]`` for a binary classifier,
-    ``predict`` for a regressor (unchecked: training and evaluation, on rows they built themselves)."""
+def model_output(model: Any, frame: pd.DataFrame, task: str = "binary", classes: list[int] | None = None) -> Any:
+    """The model's output as float64 (unchecked: training and evaluation, on rows they built themselves):
+    ``predict_proba[:, 1]`` for a binary classifier, ``predict`` for a regressor, and for a multiclass one
+    ``predict_proba`` with one column per class of ``classes`` (0 for a class the model never saw)."""
     import numpy as np
 
     if task == "regression":
         return np.asarray(model.predict(frame), dtype="float64").reshape(-1)
-    return np.asarray(model.predict_proba(frame)[:, 1], dtype="float64")
+    proba = np.asarray(model.predict_proba(frame), dtype="float64")
+    if task == "binary":
+        return proba[:, 1]
+    if classes is None:
+        return proba
+    known = [int(c) for c in getattr(model, "classes_", classes)]
+    out = np.zeros((len(proba), len(classes)))
+    for j, c in enumerate(classes):
+        if c in known:
+            out[:, j] = proba[:, known.index(c)]
+    return out
 
 
-def predict_scores(model: Any, frame: pd.DataFrame, task: str = "binary") -> Any:
+def answers(output: Any, contract: DatasetSpec, threshold: float = 0.5) -> tuple[Any, Any]:
+    """(predictions, scores) from :func:`model_output`: the class at ``threshold`` and the positive class's
+    probability (binary), the most probable class and its probability (multiclass), the value twice
+    (regression)."""
+    import numpy as np
+
+    if contract.task == "regression":
+        return output, output
+    if contract.task == "binary":
+        return (output >= threshold).astype("int64"), output
+    best = np.argmax(output, axis=1)
+    return np.asarray(contract.classes, dtype="int64")[best], output[np.arange(len(output)), best]
+
+
+def predict_scores(model: Any, frame: pd.DataFrame, task: str = "binary", classes: list[int] | None = None) -> Any:
     """:func:`model_output`, or :class:`ScoringError` when the model crashes or returns anything but finite
     probabilities (a classifier) or finite numbers (a regressor), one per row."""
     import numpy as np
 
     try:
-        out = model_output(model, frame, task)
+        out = model_output(model, frame, task, classes)
     except Exception as e:  # the model's own failure is what this path exists to catch
         raise ScoringError(f"{type(e).__name__}: {e}") from e
     if len(out) != len(frame):
         raise ScoringError(f"{len(out)} outputs for {len(frame)} rows")
+    if task == "multiclass" and len(out) and abs(float(out.sum(axis=1).max()) - 1) > 1e-6:
+        raise ScoringError(f"class probabilities that do not sum to 1 (up to {float(out.sum(axis=1).max()):.6f})")
     if len(out) and not np.all(np.isfinite(out)):
         raise ScoringError(f"outputs not finite: min {np.nanmin(out)}, max {np.nanmax(out)}")
     if task != "regression" and len(out) and (out.min() < 0 or out.max() > 1):

@@ -24,7 +24,7 @@ def write_curves(params: Params, settings: Settings, data_dir: Path, version: st
     _, test, _ = read_training_set(data_dir)
     contract = params.dataset
     model = mlflow.sklearn.load_model(f"models:/{params.training.registered_model}/{version}")
-    if not contract.is_classifier:
+    if contract.task != "binary":
         return {}  # ROC and calibration curves are a classifier's; MLflow's regressor evaluation has its plots
     scores = model.predict_proba(test[contract.features])[:, 1]
     y = test[contract.target].to_numpy()

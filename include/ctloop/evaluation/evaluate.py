@@ -22,7 +22,20 @@ if TYPE_CHECKING:
     from ctloop.core.params import Params
     from ctloop.core.settings import Settings
 
-MLFLOW_MODEL_TYPE = {"binary": "classifier", "regression": "regressor"}
+MLFLOW_MODEL_TYPE = {"binary": "classifier", "multiclass": "classifier", "regression": "regressor"}
+
+
+def multiclass_metrics(y: np.ndarray, proba: np.ndarray, classes: list[int]) -> dict[str, float]:
+    """Beside MLflow's (weighted) figures: macro F1, which a rare class moves as much as a common one, and
+    every class's recall (``recall_class_<c>``)."""
+    import numpy as np
+    from sklearn.metrics import f1_score, recall_score
+
+    predicted = np.asarray(classes)[proba.argmax(axis=1)]
+    recalls = recall_score(y, predicted, labels=classes, average=None, zero_division=0)
+    return {"f1_macro": float(f1_score(y, predicted, labels=classes, average="macro", zero_division=0)),
+            "f1_weighted": float(f1_score(y, predicted, labels=classes, average="weighted", zero_division=0)),
+            **{f"recall_class_{c}": float(r) for c, r in zip(classes, recalls, strict=True)}}
 
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
@@ -62,6 +75,8 @@ def slice_metrics(test: pd.DataFrame, scores: np.ndarray, params: Params) -> dic
             entry = {"rows": float(len(idx))}
             if not params.dataset.is_classifier:
                 entry |= {"target_mean": float(y.mean()), **regression_metrics(y.astype("float64"), scores[idx])}
+            elif params.dataset.task == "multiclass":
+                entry |= multiclass_metrics(y, scores[idx], params.dataset.classes)
             else:
                 entry["positive_share"] = float(y.mean())
                 if len(set(y.tolist())) == 2:
@@ -81,10 +96,11 @@ def evaluate_version(model_uri: str, version: str, run_id: str | None, test: pd.
     contract = params.dataset
     data = test[[*contract.features, contract.target]].reset_index(drop=True)
     sk_model = mlflow.sklearn.load_model(model_uri)
-    scores = model_output(sk_model, data[contract.features], contract.task)
+    scores = model_output(sk_model, data[contract.features], contract.task, contract.classes)
     y = data[contract.target].to_numpy()
     extra = ({"brier_score": float(brier_score_loss(y, scores)), "ece": expected_calibration_error(y, scores)}
-             if contract.is_classifier else {})
+             if contract.task == "binary" else multiclass_metrics(y, scores, contract.classes)
+             if contract.task == "multiclass" else {})
     slices = slice_metrics(test.reset_index(drop=True), scores, params)
 
     experiment_id = ensure_experiment(client, params.training.experiment, settings)
@@ -103,5 +119,5 @@ def evaluate_version(model_uri: str, version: str, run_id: str | None, test: pd.
     metrics = {k: float(v) for k, v in result.metrics.items() if k in HEADLINE[contract.task]}
     if not contract.is_classifier and bool((abs(y.astype("float64")) < 1e-9).any()):
         metrics.pop("mean_absolute_percentage_error", None)  # undefined where a true value is 0 (MLflow logs 1e15)
-    metrics.update(extra)
+    metrics.update({k: v for k, v in extra.items()})  # recall_class_<c> too: a gate may hold a class's recall
     return ModelEvaluation(version=version, metrics=metrics, slices=slices)

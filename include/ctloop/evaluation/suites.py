@@ -64,7 +64,18 @@ def _scores(model: Any, frame: pd.DataFrame, contract: DatasetSpec) -> Any:
     import numpy as np
 
     scored = score_rows(model, frame, contract)
+    if contract.task == "multiclass":  # one row of class probabilities per record (nan where rejected)
+        width = len(contract.classes)
+        return np.array([[np.nan] * width if s is None else s for s in scored.scores], dtype="float64").reshape(-1, width)
     return np.array([np.nan if s is None else s for s in scored.scores])
+
+
+def _classes(output: Any, contract: DatasetSpec) -> Any:
+    """A multiclass model's predicted class per row (-1 where the row was rejected)."""
+    import numpy as np
+
+    best = np.asarray(contract.classes)[np.nan_to_num(output, nan=-1.0).argmax(axis=1)]
+    return np.where(np.isnan(output).any(axis=1), -1, best)
 
 
 # golden set --------------------------------------------------------------------------------------------
@@ -90,6 +101,7 @@ def read_golden(path: Path) -> list[dict[str, Any]]:
 
 def golden_suite(challenger: Any, champion: Any | None, cases: list[dict[str, Any]], contract: DatasetSpec,
                  spec: EvaluationSpec) -> SuiteResult:
+    import numpy as np
     import pandas as pd
 
     if not cases:
@@ -99,6 +111,9 @@ def golden_suite(challenger: Any, champion: Any | None, cases: list[dict[str, An
     def correct(scores: Any) -> list[bool]:
         out = []
         for case, s in zip(cases, scores, strict=True):
+            if contract.task == "multiclass":  # the most probable class is the expected one
+                out.append(bool(not np.isnan(s).any() and contract.classes[int(np.argmax(s))] == int(case["expected"])))
+                continue
             if not contract.is_classifier:  # a value within the case's tolerance (or golden.tolerance)
                 tolerance = float(case.get("tolerance", spec.golden.tolerance))
                 out.append(bool(s == s and abs(s - float(case["expected"])) <= tolerance))
@@ -112,7 +127,7 @@ def golden_suite(challenger: Any, champion: Any | None, cases: list[dict[str, An
     mine = _scores(challenger, frame, contract)
     ok = correct(mine)
     rate = sum(ok) / len(cases)
-    wrong = [{"case_id": c["case_id"], "expected": c["expected"], "score": round(float(s), 4), "note": c.get("note")}
+    wrong = [{"case_id": c["case_id"], "expected": c["expected"], "score": np.round(s, 4).tolist(), "note": c.get("note")}
              for c, s, k in zip(cases, mine, ok, strict=True) if not k]
     checks = [SuiteCheck("pass_rate", rate >= spec.golden.min_pass_rate,
                          f"golden set: {sum(ok)}/{len(cases)} cases right ({rate:.1%}; needs "
@@ -146,6 +161,10 @@ def behavioural_suite(model: Any, sample: pd.DataFrame, contract: DatasetSpec, s
         for value in inv.values:
             changed = sample.assign(**{inv.column: value})
             s = _scores(model, changed, contract)
+            if contract.task == "multiclass":  # the largest move of any class's probability; the class flips
+                worst = np.maximum(worst, np.abs(s - base).max(axis=1))
+                flipped |= _classes(s, contract) != _classes(base, contract)
+                continue
             worst = np.maximum(worst, np.abs(s - base))
             if contract.is_classifier:  # a regressor has no decision to flip: its value is judged by the change
                 flipped |= (s >= spec.threshold) != (base >= spec.threshold)
@@ -163,7 +182,11 @@ def behavioural_suite(model: Any, sample: pd.DataFrame, contract: DatasetSpec, s
         lo = spec_col.min if spec_col.min is not None else -np.inf
         hi = spec_col.max if spec_col.max is not None else np.inf
         s = _scores(model, sample.assign(**{d.column: moved.clip(lo, hi)}), contract)
-        delta = (s - base) * (1 if d.expect == "increase" else -1)  # > 0: the expected direction
+        before = base
+        if contract.task == "multiclass":  # the probability of the class the check names
+            j = contract.classes.index(int(d.target_class))  # type: ignore[arg-type]
+            s, before = s[:, j], base[:, j]
+        delta = (s - before) * (1 if d.expect == "increase" else -1)  # > 0: the expected direction
         against = np.flatnonzero(delta < -d.tolerance)
         effect = float(np.nanmean(delta))
         ok = len(against) == 0 and effect >= d.min_effect
@@ -171,13 +194,18 @@ def behavioural_suite(model: Any, sample: pd.DataFrame, contract: DatasetSpec, s
             f"directional:{d.column}", ok,
             f"{d.column} {d.change:+g} should {d.expect} the score: mean effect {effect:+.4f} (needs >= "
             f"{d.min_effect}), {len(against)} row(s) moved the other way beyond {d.tolerance}",
-            [{"id": ids[i], "before": round(float(base[i]), 4), "after": round(float(s[i]), 4)}
+            [{"id": ids[i], "before": round(float(before[i]), 4), "after": round(float(s[i]), 4)}
              for i in against[:MAX_EXAMPLES]]))
     if b.minimum_functionality:
         cases = pd.DataFrame([c.features for c in b.minimum_functionality])
         s = _scores(model, cases, contract)
+        if contract.task == "multiclass":  # the case's expected class is the most probable one
+            predicted = _classes(s, contract)
+            s = np.where(np.isnan(s).any(axis=1), np.nan, predicted.astype("float64"))
         for case, score in zip(b.minimum_functionality, s, strict=True):
-            if contract.is_classifier:
+            if contract.task == "multiclass":
+                ok = score == score and int(score) == int(case.expect)
+            elif contract.is_classifier:
                 ok = score == score and int(score >= spec.threshold) == case.expect
             else:
                 ok = score == score and abs(score - case.expect) <= case.tolerance
@@ -223,7 +251,7 @@ def adversarial_cases(base: pd.DataFrame, contract: DatasetSpec, spec: Evaluatio
 def adversarial_suite(model: Any, base: pd.DataFrame, contract: DatasetSpec, spec: EvaluationSpec) -> SuiteResult:
     checks: list[SuiteCheck] = []
     throughput = 0.0
-    valid = "in [0, 1]" if contract.is_classifier else "as finite numbers"
+    valid = {"binary": "in [0, 1]", "multiclass": "as class probabilities"}.get(contract.task, "as finite numbers")
     for name, frame in adversarial_cases(base, contract, spec).items():
         started = time.perf_counter()
         try:
@@ -264,7 +292,7 @@ def _interleaved(models: list[Any], batches: list[list[dict[str, Any]]], contrac
         order = range(len(models)) if i % 2 == 0 else reversed(range(len(models)))
         for m in order:
             started = time.perf_counter()
-            predict_scores(models[m], records_frame(records, contract), contract.task)
+            predict_scores(models[m], records_frame(records, contract), contract.task, contract.classes)
             timings[m].append((time.perf_counter() - started) * 1000)
     return timings
 
@@ -353,7 +381,13 @@ def shadow_suite(model: Any, logged: pd.DataFrame, labels: pd.DataFrame | None, 
                                                         f"fewer than {sh.min_rows}")
     mine = _scores(model, logged, contract)
     logged_scores = logged["score"].to_numpy(dtype="float64")
-    if contract.is_classifier:
+    if contract.task == "multiclass":  # the same class; the shift of the predicted class's probability
+        classes = _classes(mine, contract)
+        agreement = float(np.mean(classes == logged["prediction"].to_numpy().astype("int64")))
+        shift = float(np.nanmean(np.abs(np.nanmax(mine, axis=1) - logged_scores)))
+        same = "same classes"
+        mine = classes  # labeled quality below is judged on the classes
+    elif contract.is_classifier:
         agreement = float(np.mean((mine >= spec.threshold) == (logged["prediction"].to_numpy() == 1)))
         shift = float(np.nanmean(np.abs(mine - logged_scores)))
         same = "same decisions"
@@ -366,14 +400,19 @@ def shadow_suite(model: Any, logged: pd.DataFrame, labels: pd.DataFrame | None, 
     quality_ok: bool | None = None
     detail_q = "no labels yet for the replayed requests"
     if labels is not None and len(labels):
-        from sklearn.metrics import r2_score, roc_auc_score
+        from sklearn.metrics import f1_score, r2_score, roc_auc_score
+
+        def f1_macro(y: Any, predicted: Any) -> float:
+            return float(f1_score(y, predicted, labels=contract.classes, average="macro", zero_division=0))
 
         joined = logged.assign(_mine=mine).merge(labels[["request_id", "label"]], on="request_id")
-        judge, name = (roc_auc_score, "roc_auc") if contract.is_classifier else (r2_score, "r2_score")
+        judge, name, theirs_column = {"binary": (roc_auc_score, "roc_auc", "score"),
+                                      "multiclass": (f1_macro, "f1_macro", "prediction"),
+                                      "regression": (r2_score, "r2_score", "score")}[contract.task]
         if len(joined) >= sh.min_rows and joined["label"].nunique() >= 2 and (
-                not contract.is_classifier or joined["label"].nunique() == 2):
+                contract.task != "binary" or joined["label"].nunique() == 2):
             q_mine = float(judge(joined["label"], joined["_mine"]))
-            q_theirs = float(judge(joined["label"], joined["score"]))
+            q_theirs = float(judge(joined["label"], joined[theirs_column]))
             quality_ok = q_mine >= q_theirs - sh.quality_tolerance
             metrics |= {f"shadow_{name}": q_mine, f"shadow_champion_{name}": q_theirs}
             detail_q = f"labeled replay ({len(joined)} rows): {name} {q_mine:.4f} vs champion {q_theirs:.4f}"

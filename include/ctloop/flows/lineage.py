@@ -305,9 +305,10 @@ def reproduce(settings: Settings, params: Params, lake: Lake, version: str, tole
     registered_model = mlflow.sklearn.load_model(f"models:/{chain.model}/{version}")
     x_test = test[contract.features]
     y = test[contract.target].to_numpy()
-    ours = model_output(pipeline, x_test, contract.task)
-    theirs = model_output(registered_model, x_test, contract.task)
-    reproduced, registered = _metrics(y, ours, contract.task), _metrics(y, theirs, contract.task)
+    ours = model_output(pipeline, x_test, contract.task, contract.classes)
+    theirs = model_output(registered_model, x_test, contract.task, contract.classes)
+    reproduced = _metrics(y, ours, contract.task, contract.classes)
+    registered = _metrics(y, theirs, contract.task, contract.classes)
     metric_diff = max(abs(reproduced[k] - registered[k]) for k in reproduced)
     score_diff = float(np.max(np.abs(ours - theirs))) if len(ours) else 0.0
     logged = client.get_run(run_id).data.metrics
@@ -341,13 +342,21 @@ def reproduce(settings: Settings, params: Params, lake: Lake, version: str, tole
     return result
 
 
-def _metrics(y: Any, scores: Any, task: str = "binary") -> dict[str, float]:
+def _metrics(y: Any, scores: Any, task: str = "binary", classes: list[int] | None = None) -> dict[str, float]:
     from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
     if task == "regression":
         from ctloop.evaluation.evaluate import regression_metrics
 
         return regression_metrics(y.astype("float64"), scores)
+    if task == "multiclass":
+        import numpy as np
+        from sklearn.metrics import f1_score
+
+        labels = list(classes or range(scores.shape[1]))
+        predicted = np.asarray(labels)[scores.argmax(axis=1)]
+        return {"log_loss": float(log_loss(y, scores, labels=labels)),
+                "f1_macro": float(f1_score(y, predicted, average="macro"))}
 
     return {"roc_auc": float(roc_auc_score(y, scores)), "brier_score": float(brier_score_loss(y, scores)),
             "log_loss": float(log_loss(y, scores, labels=[0, 1]))}

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ctloop.core.audit import record as audit_record
 from ctloop.core.logs import library_output_to_log
+from ctloop.core.task import proba_columns
 from ctloop.data.predictions import label_rows, log_rows, prediction_files
 from ctloop.decisions.drift import MonitorPolicy, WindowEvidence, decide
 from ctloop.monitoring.calibration import Calibration, calibrate
@@ -35,7 +36,7 @@ from ctloop.monitoring.report import annotate_report
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ctloop.core.params import Params
+    from ctloop.core.params import DatasetSpec, Params
     from ctloop.core.settings import Settings
     from ctloop.data.store import Lake
 
@@ -50,7 +51,7 @@ def monitor_policy(params: Params) -> MonitorPolicy:
                          max_quality_drop=m.max_quality_drop, min_labeled_rows=m.min_labeled_rows,
                          cooldown_hours=m.cooldown_hours, min_drift_days=m.min_drift_days,
                          max_unseen_share=m.max_unseen_share, max_label_shift=m.max_label_shift,
-                         quality_metric=m.quality_metric, regression=not params.dataset.is_classifier)
+                         quality_metric=m.quality_metric, task=params.dataset.task)
 
 
 def drift_policy(params: Params, calibration: Calibration | None = None) -> DriftPolicy:
@@ -96,7 +97,7 @@ def calibrate_reference(settings: Settings, params: Params, run_id: str) -> Cali
         sample = read_reference_sample(client.download_artifacts(run_id, "reference/sample.parquet", tmp))
         contract = params.dataset
         numerical, categorical = column_kinds(sample, contract, contract.features)
-        calibration = calibrate(sample, [*numerical, SCORE], categorical, contract.timestamp, drift_policy(params).per_column_threshold,
+        calibration = calibrate(sample, [*numerical, *output_columns(contract)], categorical, contract.timestamp, drift_policy(params).per_column_threshold,
                                 params.monitoring.calibration_k)
         if calibration is None:
             return None
@@ -136,6 +137,11 @@ def collect_window(lake: Lake, params: Params, window: date, settings: Settings 
     return WindowData(window, rows, tuple(str(f) for f in files), label_rows(lake, window), champion, warnings)
 
 
+def output_columns(contract: DatasetSpec) -> list[str]:
+    """The model's outputs whose drift is prediction drift."""
+    return proba_columns(contract.classes) if contract.task == "multiclass" else [SCORE]
+
+
 def measure_drift(params: Params, data: WindowData, report: Path) -> DriftMeasurement:
     """Data drift of every feature and prediction drift against the champion's reference sample."""
     contract = params.dataset
@@ -151,27 +157,31 @@ def measure_drift(params: Params, data: WindowData, report: Path) -> DriftMeasur
         thresholds = f"calibrated on v{champion.version}'s reference ({len(calibration.chunks)} days, k={calibration.k:g})"
     reference = reference_sample(champion)
     # a bounded uniform sample read row group by row group: memory stays flat however big the window
-    sample, _ = sample_parquet([Path(f) for f in data.files], [*contract.features, SCORE, "route"],
+    outputs = output_columns(contract)
+    sample, _ = sample_parquet([Path(f) for f in data.files], [*contract.features, *outputs, "route"],
                                params.monitoring.sample_rows)
     # the champion's traffic only: shadow rows repeat requests, canary scores come from another model
     sample = sample[sample["route"] == "champion"].drop(columns="route").reset_index(drop=True)
     numerical, categorical = column_kinds(sample, contract, contract.features)
     report.parent.mkdir(parents=True, exist_ok=True)
     drift = detect_drift(reference, sample, numerical, categorical, drift_policy(params, calibration),
-                         rows={"reference": len(reference), "current": data.rows}, report=report, outputs=[SCORE])
-    features = {c: d for c, d in drift.columns.items() if c != SCORE}
+                         rows={"reference": len(reference), "current": data.rows}, report=report, outputs=outputs)
+    features = {c: d for c, d in drift.columns.items() if c not in outputs}
+    # prediction drift: the score (binary), the value (regression), any class's probability (multiclass)
+    moved = max(outputs, key=lambda c: (drift.columns[c].drift, drift.columns[c].score))
     drifted = tuple(sorted(c for c, d in features.items() if d.drift))
     missing = null_shares(reference, sample, contract.features, params.monitoring.max_null_share_increase)
     return DriftMeasurement(champion.version, data.rows, drift.to_dict(), str(report),
-                            len(drifted) / max(len(features), 1), drifted, drift.columns[SCORE].drift,
-                            drift.columns[SCORE].score, unseen_shares(reference, sample, categorical), thresholds,
+                            len(drifted) / max(len(features), 1), drifted, drift.columns[moved].drift,
+                            drift.columns[moved].score, unseen_shares(reference, sample, categorical), thresholds,
                             missing)
 
 
 def measure_quality(lake: Lake, params: Params, data: WindowData) -> QualityMeasurement:
     champion = data.champion
     quality, rows, judged, share = labeled_quality(lake, params, data.window, champion.version,
-                                                   window_labels(lake, data.window), champion.label_cut)
+                                                   window_labels(lake, data.window), champion.label_cut,
+                                                   champion.label_shares)
     return QualityMeasurement(quality, rows, judged, share, champion.quality, champion.label_share)
 
 

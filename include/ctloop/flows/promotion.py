@@ -152,8 +152,14 @@ def replay_quality(lake: Lake, params: Params, settings: Settings, window: date,
         return None
     threshold = params.evaluation.threshold
     replayed = joined.assign(**{SCORE: scores}).dropna(subset=[SCORE])
-    if not params.dataset.is_classifier:
-        return quality_of(params.monitoring.quality_metric, replayed, regression=True)
+    if params.dataset.task == "regression":
+        return quality_of(params.monitoring.quality_metric, replayed, "regression")
+    if params.dataset.task == "multiclass":
+        import numpy as np
+
+        classes = np.asarray(params.dataset.classes)
+        best = [classes[int(np.argmax(p))] for p in replayed[SCORE]]
+        return quality_of(params.monitoring.quality_metric, replayed.assign(prediction=best), "multiclass")
     replayed = replayed.assign(prediction=(replayed[SCORE] >= threshold).astype("int64"))
     return quality_of(params.monitoring.quality_metric, replayed)
 

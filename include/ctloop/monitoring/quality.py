@@ -26,15 +26,30 @@ def window_labels(lake: Lake, window: date) -> pd.DataFrame:
     return labels_arrived(lake, window, since=window - timedelta(days=LOOKBACK_DAYS))
 
 
-def quality_of(metric: str, joined: pd.DataFrame, regression: bool = False) -> float:
+def quality_of(metric: str, joined: pd.DataFrame, task: str = "binary") -> float:
     """The quality on labeled requests, with Evidently's classification or regression metrics."""
     import os
 
     os.environ.setdefault("DO_NOT_TRACK", "true")
-    from evidently import BinaryClassification, DataDefinition, Dataset, Regression, Report
+    from evidently import (
+        BinaryClassification,
+        DataDefinition,
+        Dataset,
+        MulticlassClassification,
+        Regression,
+        Report,
+    )
     from evidently.metrics import MAE, RMSE, Accuracy, F1Score, R2Score, RocAuc
 
-    if regression:
+    if task == "multiclass":  # on the predicted classes: Evidently's F1 is macro-averaged for several classes
+        frame = joined[["label", "prediction"]].astype("int64")
+        definition = DataDefinition(classification=[MulticlassClassification(target="label",
+                                                                             prediction_labels="prediction")],
+                                    categorical_columns=["label", "prediction"])
+        evidently_metric = {"f1_macro": F1Score, "accuracy_score": Accuracy}[metric]()
+        snapshot = Report([evidently_metric]).run(Dataset.from_pandas(frame, data_definition=definition), None)
+        return float(snapshot.dict()["metrics"][0]["value"])
+    if task == "regression":
         frame = joined[["label", SCORE]].astype("float64")
         definition = DataDefinition(regression=[Regression(target="label", prediction=SCORE)],
                                     numerical_columns=["label", SCORE])
@@ -58,7 +73,8 @@ def served_and_labeled(lake: Lake, params: Params, day: date, version: str, labe
 
 
 def labeled_quality(lake: Lake, params: Params, window: date, version: str, labels: pd.DataFrame,
-                    label_cut: float | None = None) -> tuple[float | None, int, date | None, float | None]:
+                    label_cut: float | None = None, label_shares: dict[str, float] | None = None
+                    ) -> tuple[float | None, int, date | None, float | None]:
     """(quality, labeled rows, the window judged, its positive-label share, or for regression its share of
     labels above ``label_cut``) of ``version`` on the newest earlier window with enough labeled requests it
     served; Nones when there is none."""
@@ -69,8 +85,13 @@ def labeled_quality(lake: Lake, params: Params, window: date, version: str, labe
         joined = served_and_labeled(lake, params, day, version, labels)
         if len(joined) < params.monitoring.min_labeled_rows or joined["label"].nunique() < 2:
             continue
-        regression = not params.dataset.is_classifier
+        task = params.dataset.task
         y = joined["label"].astype("float64")
-        share = float((y > label_cut).mean()) if regression and label_cut is not None else float(y.mean())
-        return quality_of(params.monitoring.quality_metric, joined, regression), len(joined), day, share
+        if task == "multiclass" and label_shares is not None:  # total variation distance from training's shares
+            share = 0.5 * sum(abs(float((y == int(c)).mean()) - s) for c, s in label_shares.items())
+        elif task == "regression" and label_cut is not None:
+            share = float((y > label_cut).mean())
+        else:
+            share = float(y.mean())
+        return quality_of(params.monitoring.quality_metric, joined, task), len(joined), day, share
     return None, 0, None, None

@@ -21,6 +21,7 @@ class ChampionReference:
     label_share: float | None
     calibration_path: str | None = None
     label_cut: float | None = None  # regression: the training target's median (label_share is the share above)
+    label_shares: dict[str, float] | None = None  # multiclass: each class's share of the training labels
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

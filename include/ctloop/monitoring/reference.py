@@ -42,9 +42,13 @@ def champion_reference(settings: Settings, params: Params) -> ChampionReference:
     quality = client.get_run(run_id).data.metrics.get(params.monitoring.quality_metric)
     target = params.dataset.target
     label_share = label_cut = None
+    label_shares: dict[str, float] | None = None
     if target in pq.ParquetFile(cache).schema_arrow.names:
         y = pq.read_table(cache, columns=[target]).column(0).to_pandas().astype("float64")
-        if params.dataset.is_classifier:
+        if params.dataset.task == "multiclass":  # the distance of the labels' class shares from these: 0 here
+            label_shares = {str(c): float((y == c).mean()) for c in params.dataset.classes}
+            label_share = 0.0
+        elif params.dataset.is_classifier:
             label_share = float(y.mean())
         else:  # a regression target's shift: the share above its training median (0.5 there, by definition)
             label_cut = float(y.median())
@@ -56,7 +60,7 @@ def champion_reference(settings: Settings, params: Params) -> ChampionReference:
             local = client.download_artifacts(run_id, CALIBRATION_ARTIFACT, str(cache.parent / f".{version}"))
             Path(local).rename(calibration)
     return ChampionReference(version, run_id, str(cache), quality, label_share,
-                             str(calibration) if calibration.exists() else None, label_cut)
+                             str(calibration) if calibration.exists() else None, label_cut, label_shares)
 
 
 def load_calibration(reference: ChampionReference) -> Calibration | None:

@@ -109,7 +109,8 @@ class MicroBatcher:
     def scores_now(self, model: LoadedModel, records: list[dict[str, Any]]) -> Any:
         """Scores through the model's serving path, off the queue (warm-up calls and batches)."""
         if model.compiled is None:
-            return predict_scores(model.model, records_frame(records, self.contract), self.contract.task)
+            return predict_scores(model.model, records_frame(records, self.contract), self.contract.task,
+                                  self.contract.classes)
         import numpy as np
 
         try:

@@ -65,7 +65,7 @@ class PredictionHandler:
         groups: dict[str, list[int]] = {}
         for i, r in enumerate(records):
             groups.setdefault(self._route(r, models), []).append(i)
-        served: dict[int, tuple[LoadedModel, str, float]] = {}
+        served: dict[int, tuple[LoadedModel, str, Any]] = {}
         try:
             for route, members in groups.items():
                 for i, lm, rt, score in await self._score_route(route, [records[i] for i in members], members,
@@ -78,18 +78,21 @@ class PredictionHandler:
         latency = time.perf_counter() - started
         out, rows = [], []
         for i, r in enumerate(records):
-            lm, route, score = served[i]
-            prediction = self.decide(score)
-            out.append({"request_id": r["request_id"], "prediction": prediction, "score": score,
-                        "model_version": lm.version, "route": route})
-            rows.append(self.log_row(r, received, lm.version, route, prediction, score, latency))
+            lm, route, raw = served[i]
+            prediction, score, probabilities = self.decide(raw)
+            answer = {"request_id": r["request_id"], "prediction": prediction, "score": score}
+            if probabilities is not None:
+                answer["probabilities"] = probabilities
+            out.append(answer | {"model_version": lm.version, "route": route})
+            rows.append(self.log_row(r, received, lm.version, route, prediction, score, latency, probabilities))
         self.metrics.requests.labels(out[0]["model_version"], out[0]["route"], "ok").inc()  # a batch: its first
         for (version, route), n in Counter((o["model_version"], o["route"]) for o in out).items():
             self.metrics.records.labels(version, route).inc(n)
             self.metrics.latency.labels(version, route).observe(latency)
         for o in out:
             self.metrics.scores.labels(o["model_version"], o["route"]).observe(o["score"])
-            self.metrics.predictions.labels(o["model_version"], o["route"], str(o["prediction"])).inc()
+            if self.classifier:  # a class is a label value; a regressor's value would be one label per request
+                self.metrics.predictions.labels(o["model_version"], o["route"], str(o["prediction"])).inc()
         assert self.writer is not None
         self.writer.offer(rows)
         self.recent.add([o["request_id"] for o in out])
@@ -106,7 +109,7 @@ class PredictionHandler:
         return CANARY_ROUTE if on_canary(str(key), models.routes.canary_fraction) else CHAMPION_ROUTE
 
     async def _score_route(self, route: str, records: list[dict[str, Any]], members: list[int], models: ModelSet,
-                           started: float) -> list[tuple[int, LoadedModel, str, float]]:
+                           started: float) -> list[tuple[int, LoadedModel, str, Any]]:
         """Scores of one route's records; a failing canary answers from the champion (and counts against
         the canary), a failing champion raises."""
         assert self.batcher is not None and models.champion is not None
@@ -114,7 +117,7 @@ class PredictionHandler:
             try:
                 scores = await self.batcher.score(models.canary, records)
                 self.guard.outcome(CANARY_ROUTE, False, (time.perf_counter() - started) * 1000, models.canary.version)
-                return [(i, models.canary, CANARY_ROUTE, float(s)) for i, s in zip(members, scores, strict=True)]
+                return [(i, models.canary, CANARY_ROUTE, self._raw(s)) for i, s in zip(members, scores, strict=True)]
             except ScoringError as e:
                 self.metrics.errors.labels(models.canary.version, CANARY_ROUTE).inc()
                 self.guard.outcome(CANARY_ROUTE, True, (time.perf_counter() - started) * 1000, models.canary.version)
@@ -125,7 +128,7 @@ class PredictionHandler:
             self.metrics.errors.labels(models.champion.version, CHAMPION_ROUTE).inc()
             raise
         self.guard.outcome(CHAMPION_ROUTE, False, (time.perf_counter() - started) * 1000, models.champion.version)
-        return [(i, models.champion, CHAMPION_ROUTE, float(s)) for i, s in zip(members, scores, strict=True)]
+        return [(i, models.champion, CHAMPION_ROUTE, self._raw(s)) for i, s in zip(members, scores, strict=True)]
 
     async def _shadow(self, shadow: LoadedModel, records: list[dict[str, Any]], received: datetime) -> None:
         assert self.batcher is not None and self.writer is not None
@@ -139,19 +142,28 @@ class PredictionHandler:
         latency = time.perf_counter() - started
         rows = []
         for r, s in zip(records, scores, strict=True):
-            score = float(s)
-            rows.append(self.log_row(r, received, shadow.version, SHADOW_ROUTE, self.decide(score),
-                                     score, latency))
+            prediction, score, probabilities = self.decide(self._raw(s))
+            rows.append(self.log_row(r, received, shadow.version, SHADOW_ROUTE, prediction, score, latency,
+                                     probabilities))
             self.metrics.scores.labels(shadow.version, SHADOW_ROUTE).observe(score)
         self.metrics.records.labels(shadow.version, SHADOW_ROUTE).inc(len(records))
         self.writer.offer(rows)
 
-    def decide(self, score: float) -> int | float:
-        """The answer: the class at ``evaluation.threshold`` (binary), the predicted value (regression)."""
-        return int(score >= self.threshold) if self.classifier else score
+    def _raw(self, output: Any) -> Any:
+        """One record's model output: a float, or a multiclass model's probabilities (a list per class)."""
+        return [float(p) for p in output] if self.contract.task == "multiclass" else float(output)
+
+    def decide(self, raw: Any) -> tuple[float, float, dict[str, float] | None]:
+        """(prediction, score, probabilities): the class at ``evaluation.threshold`` and the positive class's
+        probability (binary); the most probable class, its probability and every class's (multiclass); the
+        predicted value twice (regression)."""
+        if self.contract.task == "multiclass":
+            best = max(range(len(raw)), key=raw.__getitem__)
+            return self.contract.classes[best], raw[best], dict(zip(map(str, self.contract.classes), raw, strict=True))
+        return (int(raw >= self.threshold) if self.classifier else raw), raw, None
 
     def log_row(self, record: dict[str, Any], received: datetime, version: str, route: str, prediction: float,
-                score: float, latency: float) -> dict[str, Any]:
+                score: float, latency: float, probabilities: dict[str, float] | None = None) -> dict[str, Any]:
         """The prediction-log row: the event time (in UTC, already bounded by the schema), the features as
         the model saw them, the outcome."""
         ts = record.get(self.contract.timestamp) or received
@@ -160,4 +172,6 @@ class PredictionHandler:
         for name in self.contract.features:
             row[name] = record[name]
         row |= {"prediction": prediction, "score": score, "latency_ms": round(latency * 1000, 3)}
+        if probabilities is not None:  # multiclass: every class's probability, for prediction drift per class
+            row |= {f"proba_{c}": p for c, p in probabilities.items()}
         return row

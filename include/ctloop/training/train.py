@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ctloop.core.logs import library_output_to_log
+from ctloop.core.task import proba_columns
 from ctloop.estimators.pipeline import build_model
-from ctloop.estimators.scoring import model_output
+from ctloop.estimators.scoring import answers, model_output
 from ctloop.registry.mlflow_registry import CHALLENGER, TAG, configure_mlflow, ensure_experiment
 from ctloop.training.profile import reference_profile
 
@@ -95,8 +96,9 @@ def train_challenger(train: pd.DataFrame, test: pd.DataFrame, window: dict[str, 
         mlflow.log_params({"model": model_name, "seed": tp.seed, "window_start": window["start"],
                            "window_end": window["end"], "train_days": len(window["train_days"]),
                            "test_days": len(window["test_days"]), **{f"hp.{k}": v for k, v in hp.items()}})
-        train_scores = model_output(pipeline, train[features], contract.task)
-        target_mean = "train_positive_share" if contract.is_classifier else "train_target_mean"
+        train_scores = answers(model_output(pipeline, train[features], contract.task, contract.classes), contract)[1]
+        target_mean = {"binary": "train_positive_share", "multiclass": "train_mean_class",
+                       "regression": "train_target_mean"}[contract.task]
         mlflow.log_metrics({"train_rows": float(len(train)), "test_rows": float(len(test)),
                             target_mean: float(train[contract.target].mean()), "train_seconds": train_seconds})
         mlflow.log_input(from_pandas(train, name=f"train{window['start']}_{window['end']}",
@@ -119,8 +121,11 @@ def train_challenger(train: pd.DataFrame, test: pd.DataFrame, window: dict[str, 
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "profile.json").write_text(json.dumps(profile, indent=1))
             sample = train.sample(min(len(train), 20_000), random_state=tp.seed)
-            sample.assign(prediction_score=model_output(pipeline, sample[features], contract.task)).to_parquet(
-                Path(tmp) / "sample.parquet", index=False)
+            out = model_output(pipeline, sample[features], contract.task, contract.classes)
+            sample = sample.assign(prediction_score=answers(out, contract)[1])
+            if contract.task == "multiclass":  # prediction drift is judged per class
+                sample = sample.assign(**dict(zip(proba_columns(contract.classes), out.T, strict=True)))
+            sample.to_parquet(Path(tmp) / "sample.parquet", index=False)
             (Path(tmp) / "window.json").write_text(json.dumps(window, indent=1, default=str))
             mlflow.log_artifacts(tmp, artifact_path="reference")
         version = str(info.registered_model_version)

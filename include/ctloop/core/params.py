@@ -23,7 +23,8 @@ from ctloop.core.task import (
     task_metrics,
 )
 
-ColumnType = Literal["string", "timestamp", "categorical", "integer", "float", "boolean"]
+# text: free text (a ticket's subject), vectorised with a bounded vocabulary; drift judged on its descriptors
+ColumnType = Literal["string", "timestamp", "categorical", "integer", "float", "boolean", "text"]
 NUMERIC_TYPES: frozenset[str] = frozenset({"integer", "float"})
 
 
@@ -91,10 +92,14 @@ class DatasetSpec(_Strict):
     def categorical_features(self) -> list[str]:
         return [c for c in self.features if self.columns[c].type in ("categorical", "string", "boolean")]
 
+    @property
+    def text_features(self) -> list[str]:
+        return [c for c in self.features if self.columns[c].type == "text"]
+
 
 Scenario = Literal[
     "stable", "seasonal", "covariate_shift", "concept_shift", "label_shift",
-    "upstream_bug", "new_category", "schema_break",
+    "upstream_bug", "new_category", "schema_break", "text_shift",
 ]
 
 
@@ -102,6 +107,7 @@ class SourceSpec(_Strict):
     kind: Literal["simulator", "files"] = "simulator"
     # simulator
     scenario: Scenario = "stable"
+    text: bool = False  # the simulated tickets also carry a free-text `subject` (declare it `type: text`)
     drift_start: date | None = None
     magnitude: float = Field(default=1.0, ge=0)
     rows_per_day: int = Field(default=2000, gt=0)
@@ -193,6 +199,7 @@ class TrainingSpec(_Strict):
     test_days: int = Field(default=2, ge=1)
     min_rows: int = Field(default=2000, ge=10)
     seed: int = 42
+    text_max_features: int = Field(default=300, ge=1, le=100_000)  # TF-IDF vocabulary per text column
     models: dict[ModelName, dict[str, float | int | str]] = Field(default_factory=dict)
     suite: str = "training_set"
     class_share: tuple[float, float] = (0.05, 0.95)
@@ -411,6 +418,7 @@ class ServingSpec(_Strict):
     max_records: int = Field(default=10_000, ge=1)  # per request
     max_body_bytes: int = Field(default=10 * 2**20, ge=1024)  # larger bodies: 413
     max_text_length: int = Field(default=1_000, ge=1)  # characters of a category value: longer is a 422
+    max_document_length: int = Field(default=10_000, ge=1)  # characters of a `type: text` value: longer is a 422
     feedback_memory: int = Field(default=500_000, ge=2)  # answered request ids /feedback recognises (~60 B each)
     canary: CanarySpec = CanarySpec()
     shadow: ServingShadowSpec = ServingShadowSpec()

@@ -31,8 +31,21 @@ TIERS = ("free", "pro", "enterprise")
 LANGUAGES = ("en", "es", "de", "fr", "pt", "ja")
 SCENARIOS = (
     "stable", "seasonal", "covariate_shift", "concept_shift", "label_shift",
-    "upstream_bug", "new_category", "schema_break",
+    "upstream_bug", "new_category", "schema_break", "text_shift",
 )
+# the ticket's subject (SimulationSpec.text): words of its product area, and words that come with the anger
+# and the repeat contacts that drive escalation, so the text carries signal a model can learn
+_AREA_WORDS = {
+    "billing": ("invoice", "charged", "refund", "payment", "price"),
+    "technical": ("error", "crash", "login", "slow", "bug"),
+    "account": ("password", "access", "profile", "email", "locked"),
+    "shipping": ("delivery", "package", "tracking", "late", "address"),
+    "returns": ("return", "exchange", "label", "damaged", "wrong"),
+}
+_ANGRY_WORDS = ("urgent", "unacceptable", "still", "again", "worst", "cancel")
+_CALM_WORDS = ("question", "please", "help", "thanks", "how")
+# text_shift: a new product launched in another script; its tickets read nothing like the old ones
+_SHIFTED_WORDS = ("新产品", "无法", "激活", "订阅", "设备", "错误", "退款")
 
 _CHANNEL_P = np.array([0.45, 0.30, 0.15, 0.10])
 _AREA_P = np.array([0.25, 0.30, 0.20, 0.15, 0.10])
@@ -51,6 +64,7 @@ class SimulationSpec:
     magnitude: float = 1.0
     rows: int = 2000
     seed: int = 7
+    text: bool = False  # add the free-text `subject` column
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -95,6 +109,23 @@ def _escalation_logit(f: dict[str, np.ndarray], concept: float) -> np.ndarray:
         + 0.35 * np.log1p(f["account_age_days"] / 365)
     )
     return (1 - concept) * old + concept * new
+
+
+def _subjects(day: date, spec: SimulationSpec, frame: pd.DataFrame, shifted: float) -> list[str]:
+    """A short subject per ticket, drawn after every other column (the other columns stay as they were)."""
+    rng = _stream(spec.seed, day, "subject")
+    out = []
+    for area, sentiment, prior in zip(frame["product_area"], frame["sentiment"], frame["prior_contacts_30d"],
+                                      strict=True):
+        if rng.random() < 0.8 * shifted:
+            out.append(" ".join(rng.choice(_SHIFTED_WORDS, size=int(rng.integers(2, 5)))))
+            continue
+        words = list(rng.choice(_AREA_WORDS[area], size=int(rng.integers(1, 3))))
+        angry = sentiment < -0.3 or prior >= 3
+        words += list(rng.choice(_ANGRY_WORDS if angry else _CALM_WORDS, size=int(rng.integers(1, 3))))
+        rng.shuffle(words)
+        out.append(" ".join(words).capitalize())
+    return out
 
 
 def simulate_day(day: date, spec: SimulationSpec) -> pd.DataFrame:
@@ -171,6 +202,9 @@ def simulate_day(day: date, spec: SimulationSpec) -> pd.DataFrame:
             "escalated": escalated[order],
         }
     )
+    if spec.text:
+        frame.insert(frame.columns.get_loc("escalated"), "subject",
+                     _subjects(day, spec, frame, min(m, 1.0) if scenario == "text_shift" else 0.0))
     if scenario == "upstream_bug":
         frame["first_response_minutes"] = (frame["first_response_minutes"] * 60).round(2)
     if scenario == "schema_break":

@@ -55,7 +55,8 @@ def day_requests(day: date, spec: TrafficSpec, params: Params) -> tuple[pd.DataF
     contract = params.dataset
     source = simulate_day(day, SimulationSpec(scenario=spec.scenario, drift_start=spec.drift_start,
                                               magnitude=spec.magnitude, rows=spec.rows_per_day,
-                                              seed=params.source.seed + TRAFFIC_SEED_OFFSET))
+                                              seed=params.source.seed + TRAFFIC_SEED_OFFSET,
+                                              text=params.source.text))
     rng = np.random.default_rng(int.from_bytes(hashlib.sha256(f"traffic:{day}:{spec}".encode()).digest()[:8], "little"))
     requests = pd.DataFrame({"request_id": "R" + source[contract.id].str[1:], "ts": source[contract.timestamp]})
     requests = pd.concat([requests, source[contract.features].reset_index(drop=True)], axis=1)

@@ -85,21 +85,38 @@ class ModelConfig:
         return sorted(paths)
 
 
-def default_pipeline(contract: DatasetSpec, estimator: Any) -> Pipeline:
+def as_text(values: Any) -> Any:
+    """A text column as the vectoriser takes it: one string per row, a missing value as the empty string."""
+    import numpy as np
+
+    flat = np.asarray(values, dtype=object).reshape(-1)
+    return np.array(["" if v is None or (isinstance(v, float) and v != v) else str(v) for v in flat], dtype=object)
+
+
+def default_pipeline(contract: DatasetSpec, estimator: Any, text_max_features: int = 300) -> Pipeline:
+    """Numbers imputed and scaled, categories imputed and one-hot encoded, each text column TF-IDF vectorised
+    over at most ``text_max_features`` words and word pairs (a bounded vocabulary: the model's size and its
+    serving cost do not grow with the text). Dense output: every estimator takes it."""
+    import numpy as np
     from sklearn.compose import ColumnTransformer
+    from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
     numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
     categorical = Pipeline([
         ("impute", SimpleImputer(strategy="constant", fill_value="__missing__")),
         ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
     ])
+    text = [(f"text_{c}", Pipeline([("as_text", FunctionTransformer(as_text)),
+                                      ("tfidf", TfidfVectorizer(max_features=text_max_features, ngram_range=(1, 2),
+                                                                sublinear_tf=True, dtype=np.float64))]), [c])
+            for c in contract.text_features]
     features = ColumnTransformer(
         [("numeric", numeric, contract.numeric_features),
-         ("categorical", categorical, contract.categorical_features)],
-        remainder="drop",
+         ("categorical", categorical, contract.categorical_features), *text],
+        remainder="drop", sparse_threshold=0.0,
     )
     return Pipeline([("features", features), (MODEL_STEP, estimator)])
 
@@ -248,7 +265,7 @@ def build_model(contract: DatasetSpec, spec: TrainingSpec, model: str | None = N
             estimator = _builtin(name, hp, run_seed, contract.task)
         except TypeError as e:
             raise ConfigError(f"training.models.{name}: {e}") from e
-        pipeline = default_pipeline(contract, estimator)
+        pipeline = default_pipeline(contract, estimator, spec.text_max_features)
         return pipeline, ModelConfig(name, name, hp, run_seed)
     if name != "custom":
         raise ConfigError(f"training.model: unknown model {name!r}; expected one of {', '.join(MODELS)} or custom")
@@ -270,7 +287,7 @@ def build_model(contract: DatasetSpec, spec: TrainingSpec, model: str | None = N
             pipeline.steps[-1] = (steps[-1][0], estimator)
         _check_estimator(pipeline, "training.pipeline", f"the pipeline from {spec.pipeline}", contract.task)
     else:
-        pipeline = default_pipeline(contract, estimator)
+        pipeline = default_pipeline(contract, estimator, spec.text_max_features)
     _apply_overrides(pipeline, overrides, "hyperparameters")
     label = spec.estimator.class_path.rsplit(".", 1)[1] if spec.estimator else str(spec.pipeline)
     return pipeline, ModelConfig("custom", label, overrides, run_seed,

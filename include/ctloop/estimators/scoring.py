@@ -21,6 +21,13 @@ if TYPE_CHECKING:
     from ctloop.core.params import DatasetSpec
 
 MAX_TEXT = 1000  # longer categorical values are cut: they are unseen categories either way
+MAX_DOCUMENT = 10_000  # longer `type: text` values are cut: the vectoriser's vocabulary is bounded anyway
+
+
+def text_columns(contract: DatasetSpec) -> list[tuple[str, int]]:
+    """Every column scored as a string, with the length it is cut to."""
+    return [*((c, MAX_TEXT) for c in contract.categorical_features),
+            *((c, MAX_DOCUMENT) for c in contract.text_features)]
 MAX_MAGNITUDE = 1e25  # the bound of a numeric column whose contract sets none: far beyond any real feature
 
 
@@ -73,9 +80,9 @@ def prepare_rows(frame: pd.DataFrame, contract: DatasetSpec) -> tuple[pd.DataFra
         if outside.any():
             clipped[column] = int(outside.sum())
         out[column] = values.where(~pd.Series(not_finite, index=values.index)).clip(lo, hi)
-    for column in contract.categorical_features:
+    for column, cut in text_columns(contract):
         raw = frame[column]
-        text = raw.map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)[:MAX_TEXT])
+        text = raw.map(lambda v, cut=cut: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)[:cut])
         out[column] = text.astype(object)
     good = out[~bad]
     return good, rejections, clipped
@@ -110,8 +117,8 @@ def record_columns(records: list[dict[str, Any]], contract: DatasetSpec) -> dict
         values = np.array([r.get(column) for r in records], dtype="float64")
         lo, hi = bounds(contract, column)
         data[column] = np.clip(values, lo, hi)
-    for column in contract.categorical_features:
-        data[column] = np.array([None if (v := r.get(column)) is None else str(v)[:MAX_TEXT] for r in records],
+    for column, cut in text_columns(contract):
+        data[column] = np.array([None if (v := r.get(column)) is None else str(v)[:cut] for r in records],
                                 dtype=object)
     return data
 

@@ -219,7 +219,8 @@ def behavioural_suite(model: Any, sample: pd.DataFrame, contract: DatasetSpec, s
 
 def adversarial_cases(base: pd.DataFrame, contract: DatasetSpec, spec: EvaluationSpec) -> dict[str, pd.DataFrame]:
     """Named batches built from one real row: nulls, NaN, +-inf, out-of-range, negatives, unseen and
-    empty and very long categories, wrong types, a single row, and a large batch."""
+    empty and very long categories, empty, huge and non-Latin text, wrong types, a single row, and a large
+    batch."""
     import numpy as np
     import pandas as pd
 
@@ -240,6 +241,11 @@ def adversarial_cases(base: pd.DataFrame, contract: DatasetSpec, spec: Evaluatio
         cases[f"wrong type {c}"] = row.assign(**{c: "not a number"})
     for c in contract.categorical_features:
         cases[f"unseen category {c}"] = row.assign(**{c: "__never_seen_before__"})
+        cases[f"wrong type {c}"] = row.assign(**{c: 12345})
+    for c in contract.text_features:  # free text: other scripts, emoji, control characters, no words at all
+        cases[f"non-Latin text {c}"] = row.assign(**{c: "Не работает вход 登录失败 تسجيل الدخول"})
+        cases[f"emoji and control characters {c}"] = row.assign(**{c: "😡🔥\x00\t\u200b" * 50})
+        cases[f"punctuation only {c}"] = row.assign(**{c: "?!... ---"})
         cases[f"wrong type {c}"] = row.assign(**{c: 12345})
     mixed = [cases["every column null"], *list(cases.values())[1:6]]
     cases["mixed batch"] = pd.concat([f.astype(object) for f in mixed], ignore_index=True)

@@ -45,6 +45,7 @@ def extract_batch(day: date, params: Params, lake: Lake) -> list[Path]:
             magnitude=src.magnitude,
             rows=src.rows_per_day,
             seed=src.seed,
+            text=src.text,
         )
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "batch.parquet"

@@ -32,6 +32,7 @@ from ctloop.monitoring.reference import (
     reference_sample,
 )
 from ctloop.monitoring.report import annotate_report
+from ctloop.monitoring.text import with_descriptors
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -97,7 +98,8 @@ def calibrate_reference(settings: Settings, params: Params, run_id: str) -> Cali
         sample = read_reference_sample(client.download_artifacts(run_id, "reference/sample.parquet", tmp))
         contract = params.dataset
         numerical, categorical = column_kinds(sample, contract, contract.features)
-        calibration = calibrate(sample, [*numerical, *output_columns(contract)], categorical, contract.timestamp, drift_policy(params).per_column_threshold,
+        sample, _, described = with_descriptors(sample, None, contract)
+        calibration = calibrate(sample, [*numerical, *described, *output_columns(contract)], categorical, contract.timestamp, drift_policy(params).per_column_threshold,
                                 params.monitoring.calibration_k)
         if calibration is None:
             return None
@@ -163,6 +165,11 @@ def measure_drift(params: Params, data: WindowData, report: Path) -> DriftMeasur
     # the champion's traffic only: shadow rows repeat requests, canary scores come from another model
     sample = sample[sample["route"] == "champion"].drop(columns="route").reset_index(drop=True)
     numerical, categorical = column_kinds(sample, contract, contract.features)
+    # free text: its descriptors (length, unseen words), as Evidently judges text
+    missing = null_shares(reference, sample, contract.features, params.monitoring.max_null_share_increase)
+    reference, described_sample, described = with_descriptors(reference, sample, contract)
+    assert described_sample is not None
+    sample, numerical = described_sample, [*numerical, *described]
     report.parent.mkdir(parents=True, exist_ok=True)
     drift = detect_drift(reference, sample, numerical, categorical, drift_policy(params, calibration),
                          rows={"reference": len(reference), "current": data.rows}, report=report, outputs=outputs)
@@ -170,7 +177,6 @@ def measure_drift(params: Params, data: WindowData, report: Path) -> DriftMeasur
     # prediction drift: the score (binary), the value (regression), any class's probability (multiclass)
     moved = max(outputs, key=lambda c: (drift.columns[c].drift, drift.columns[c].score))
     drifted = tuple(sorted(c for c, d in features.items() if d.drift))
-    missing = null_shares(reference, sample, contract.features, params.monitoring.max_null_share_increase)
     return DriftMeasurement(champion.version, data.rows, drift.to_dict(), str(report),
                             len(drifted) / max(len(features), 1), drifted, drift.columns[moved].drift,
                             drift.columns[moved].score, unseen_shares(reference, sample, categorical), thresholds,

@@ -137,7 +137,7 @@ def column_kinds(frame: pd.DataFrame, contract: DatasetSpec | None, columns: lis
                 numerical.append(col)
             elif spec.type in ("categorical", "string", "boolean"):
                 categorical.append(col)
-            continue
+            continue  # text: judged on its descriptors (ctloop.monitoring.text), not as a category
         dtype = frame[col].dtype
         if pd.api.types.is_bool_dtype(dtype) or not pd.api.types.is_numeric_dtype(dtype):
             if not pd.api.types.is_datetime64_any_dtype(dtype):

@@ -35,7 +35,8 @@ class PredictionHandler:
         self.name = params.training.registered_model
         self.threshold = params.evaluation.threshold
         self.classifier = params.dataset.is_classifier
-        self.schema = RequestSchema(self.contract, params.serving.max_records, params.serving.max_text_length)
+        self.schema = RequestSchema(self.contract, params.serving.max_records, params.serving.max_text_length,
+                                    params.serving.max_document_length)
         self.store = store
         self.guard = guard
         self.metrics = metrics

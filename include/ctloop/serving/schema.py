@@ -56,7 +56,8 @@ class RequestInvalid(Exception):
 
 
 class RequestSchema:
-    def __init__(self, contract: DatasetSpec, max_records: int, max_text_length: int = 1_000) -> None:
+    def __init__(self, contract: DatasetSpec, max_records: int, max_text_length: int = 1_000,
+                 max_document_length: int = 10_000) -> None:
         self.contract = contract
         self.max_records = max_records
         fields: dict[str, Any] = {
@@ -71,6 +72,9 @@ class RequestSchema:
         for name in contract.categorical_features:
             text = Annotated[str, Field(strict=True, max_length=max_text_length)]
             fields[name] = (text | None, ...) if contract.columns[name].nullable else (text, ...)
+        for name in contract.text_features:  # free text: any script, empty allowed, up to max_document_length
+            document = Annotated[str, Field(strict=True, max_length=max_document_length)]
+            fields[name] = (document | None, ...) if contract.columns[name].nullable else (document, ...)
         self.record = create_model("PredictionRecord", __config__=ConfigDict(extra="forbid"), **fields)
         batch = create_model("PredictionBatch", __config__=ConfigDict(extra="forbid"),
                              records=(list[self.record], Field(min_length=1, max_length=max_records)))  # type: ignore[name-defined]

@@ -35,6 +35,7 @@ TYPE_LISTS: dict[str, list[str]] = {
     "float": ["float16", "float32", "float64", "Float32", "Float64", "int32", "int64", "Int64"],
     "categorical": ["object", "str", "string", "category", "StringDtype"],
     "string": ["object", "str", "string", "StringDtype"],
+    "text": ["object", "str", "string", "StringDtype"],
     "boolean": ["bool", "boolean"],
     # validated as naive UTC (see ctloop.validation.run.validation_view): GX cannot match tz-aware dtypes
     "timestamp": ["datetime64[ns]", "datetime64[us]", "datetime64[ms]", "datetime64[s]"],
@@ -123,7 +124,7 @@ def expectation_specs(reference: pd.DataFrame, params: Params) -> list[Spec]:
                               {"column": name, "min_value": lo, "max_value": hi, "mostly": round(1 - share, 6)},
                               {"why": why}, level))
             specs += _not_constant(name, values)
-        elif col.type in ("categorical", "string"):
+        elif col.type in ("categorical", "string", "text"):
             text = reference[name].dropna().astype(str)
             if col.type == "categorical":
                 domain = sorted(text.unique())

@@ -1,7 +1,8 @@
 """The ONNX Runtime serving path (``ctloop.estimators.onnx``): forests and boosted trees from
 ``training.estimator`` are converted, used only after they reproduce ``predict_proba`` on the probe, score any
 record the request schema lets through as scikit-learn does, and are refused (served by scikit-learn, with
-the reason) when they cannot be converted or reproduced."""
+the reason) when they cannot be converted or reproduced; gradient boosting, which ONNX cannot take, behind
+features compiled to NumPy (its own trees, exact)."""
 
 from __future__ import annotations
 
@@ -103,3 +104,41 @@ def test_what_it_cannot_convert_or_reproduce_is_refused_with_the_reason(models) 
     scorer, why = verified_onnx(models["hist_gradient_boosting"], contract)
     assert (scorer is None and why.startswith("scikit-learn path")) or why.startswith("ONNX Runtime path")
     assert len(probe_records(models["random_forest"], contract)) == 200
+
+
+# compiled features in front of the estimator's own trees (gradient boosting, which ONNX cannot take) -----
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(records=st.lists(record, min_size=1, max_size=20))
+def test_gradient_boosting_behind_compiled_features_scores_as_its_pipeline(models,  # type: ignore[no-untyped-def]
+                                                                            records: list[dict[str, Any]]) -> None:
+    from ctloop.estimators.compiled import TOLERANCE as EXACT
+    from ctloop.estimators.compiled import verified_features
+
+    scorer, why = verified_features(models["hist_gradient_boosting"], contract)
+    assert scorer is not None and why.startswith("compiled features -> HistGradientBoostingClassifier"), why
+    expected = predict_scores(models["hist_gradient_boosting"], records_frame(records, contract))
+    assert np.max(np.abs(scorer(records) - expected)) <= EXACT
+
+
+def test_compiled_features_serve_every_task_and_refuse_what_they_do_not_fold(models) -> None:  # type: ignore[no-untyped-def]
+    from sklearn.impute import SimpleImputer
+
+    from ctloop.core.params import load_params
+    from ctloop.dev.datasets import flights
+    from ctloop.estimators.compiled import verified_features
+
+    for example, name in (("flights_arrival", "hist_gradient_boosting"), ("flights_arrival_class", "logistic_regression")):
+        params = load_params(REPO / "examples" / example / "params.yaml")
+        task_frame = flights(params.dataset.task).head(4000)
+        pipeline = build_model(params.dataset, params.training, name)[0].fit(task_frame[params.dataset.features],
+                                                                           task_frame[params.dataset.target])
+        scorer, why = verified_features(pipeline, params.dataset)
+        assert scorer is not None, (example, why)
+    # a step it does not fold (a text vectoriser, an indicator) is the scikit-learn path, with the reason
+    frame = models["frame"]
+    pipeline = default_pipeline(contract, custom("sklearn.tree.DecisionTreeClassifier").steps[-1][1])
+    pipeline.steps[0][1].transformers[0][1].steps[0] = ("impute", SimpleImputer(strategy="median", add_indicator=True))
+    pipeline.fit(frame[contract.features], frame[contract.target])
+    scorer, why = verified_features(pipeline, contract)
+    assert scorer is None and "indicator" in why

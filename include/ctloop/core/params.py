@@ -414,6 +414,9 @@ class PredictionLogSpec(_Strict):
 class ServingSpec(_Strict):
     poll_seconds: float = Field(default=5.0, gt=0)  # registry aliases and the routes file
     compiled: bool = True  # serve linear pipelines through the verified compiled path (ctloop.estimators.compiled)
+    # threads of the scoring thread's OpenMP/BLAS pools (none: the libraries' default, every core); one keeps
+    # a small call small (scale out with replicas or uvicorn workers)
+    threads: int | None = Field(default=1, ge=1)
     onnx: bool = True  # serve other pipelines through ONNX Runtime when it reproduces them (ctloop.estimators.onnx)
     max_records: int = Field(default=10_000, ge=1)  # per request
     max_body_bytes: int = Field(default=10 * 2**20, ge=1024)  # larger bodies: 413

@@ -96,6 +96,98 @@ def compile_linear(model: Any, contract: DatasetSpec) -> Scorer:
     return score
 
 
+def compile_features(model: Any, contract: DatasetSpec) -> Scorer:
+    """A scorer equivalent to the pipeline's output for ctloop's feature steps (imputer -> scaler for numbers,
+    constant imputer -> one-hot for categories) in front of any estimator: the features computed with NumPy
+    from the records, then the estimator's own ``predict_proba``/``predict`` on the matrix. A tree ensemble
+    (gradient boosting, which ONNX cannot take) keeps its exact trees and loses the pandas and
+    column-transformer overhead, which is most of a one-row call."""
+    import numpy as np
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    from ctloop.estimators.scoring import MAX_TEXT, bounds, model_output
+
+    if not isinstance(model, Pipeline) or len(model.steps) != 2:
+        raise NotCompilable("not a two-step Pipeline (features, model)")
+    features, estimator = model.steps[0][1], model.steps[1][1]
+    if not isinstance(features, ColumnTransformer) or features.remainder != "drop":
+        raise NotCompilable("not a ColumnTransformer without remainder columns")
+    # (columns, fill, mean, scale, lo, hi) blocks and (column, index per value, index of the fill value) blocks
+    numeric: list[tuple[list[str], Any, Any, Any, Any, Any, int]] = []
+    categorical: list[tuple[str, dict[str, int], int | None, int]] = []
+    width = 0
+    for _name, transformer, columns in features.transformers_:
+        if transformer == "drop" or not len(columns):
+            continue
+        steps = transformer.steps if isinstance(transformer, Pipeline) else [("only", transformer)]
+        kinds = [type(step) for _, step in steps]
+        if kinds == [SimpleImputer, StandardScaler]:
+            imputer, scaler = steps[0][1], steps[1][1]
+            if imputer.add_indicator or len(imputer.statistics_) != len(columns):
+                raise NotCompilable("imputer with indicator or dropped columns")
+            k = len(columns)
+            mean = scaler.mean_ if scaler.with_mean else np.zeros(k)
+            scale = scaler.scale_ if scaler.with_std else np.ones(k)
+            lo, hi = zip(*(bounds(contract, c) for c in columns), strict=True)
+            numeric.append((list(columns), np.asarray(imputer.statistics_, dtype="float64"), mean, scale,
+                            np.asarray(lo), np.asarray(hi), width))
+            width += k
+        elif kinds == [SimpleImputer, OneHotEncoder]:
+            imputer, encoder = steps[0][1], steps[1][1]
+            if (imputer.strategy != "constant" or imputer.add_indicator or encoder.drop is not None
+                    or encoder.handle_unknown != "ignore" or getattr(encoder, "infrequent_categories_", None)):
+                raise NotCompilable("one-hot encoding options the compiler does not fold")
+            for j, column in enumerate(columns):
+                index = {str(c): width + i for i, c in enumerate(encoder.categories_[j])}
+                categorical.append((column, index, index.get(str(imputer.fill_value)), width))
+                width += len(index)
+        else:
+            raise NotCompilable(f"transformer steps {[k.__name__ for k in kinds]}")
+    if width != getattr(estimator, "n_features_in_", width):
+        raise NotCompilable(f"{width} compiled features, the model takes {estimator.n_features_in_}")
+    task, classes = contract.task, contract.classes
+
+    def score(records: list[dict[str, Any]]) -> np.ndarray:
+        x = np.zeros((len(records), width))
+        for columns, fill, mean, scale, lo, hi, start in numeric:
+            values = np.array([[r.get(c) for c in columns] for r in records], dtype="float64")
+            values = np.where(np.isnan(values), fill, np.clip(values, lo, hi))
+            x[:, start:start + len(columns)] = (values - mean) / scale
+        for column, index, missing, _start in categorical:
+            for i, r in enumerate(records):
+                v = r.get(column)
+                hit = missing if v is None else index.get(str(v)[:MAX_TEXT])
+                if hit is not None:
+                    x[i, hit] = 1.0
+        return model_output(estimator, x, task, classes)
+
+    return score
+
+
+def verified_features(model: Any, contract: DatasetSpec) -> tuple[Scorer | None, str]:
+    """The compiled-features scorer when it reproduces the pipeline within 1e-9 on the probe records."""
+    import numpy as np
+
+    from ctloop.estimators.scoring import predict_scores, records_frame
+
+    try:
+        compiled = compile_features(model, contract)
+    except NotCompilable as e:
+        return None, f"scikit-learn path: {e}"
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError) as e:
+        return None, f"scikit-learn path: features not compiled ({type(e).__name__}: {e})"
+    probe = probe_records(model, contract)
+    expected = predict_scores(model, records_frame(probe, contract), contract.task, contract.classes)
+    diff = float(np.max(np.abs(compiled(probe) - expected)))
+    if not diff <= TOLERANCE:
+        return None, f"scikit-learn path: compiled features differ by {diff:.2e} on the probe"
+    return compiled, (f"compiled features -> {type(model.steps[-1][1]).__name__} (max difference {diff:.1e} on "
+                      f"{len(probe)} probe records)")
+
+
 def probe_records(model: Any, contract: DatasetSpec, n: int = 200, seed: int = 0) -> list[dict[str, Any]]:
     """Records that exercise every folded weight: numbers across and beyond the contract's bounds, every
     known category, unseen ones and missing values."""

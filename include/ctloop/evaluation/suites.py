@@ -243,7 +243,7 @@ def adversarial_cases(base: pd.DataFrame, contract: DatasetSpec, spec: Evaluatio
         cases[f"unseen category {c}"] = row.assign(**{c: "__never_seen_before__"})
         cases[f"wrong type {c}"] = row.assign(**{c: 12345})
     for c in contract.text_features:  # free text: other scripts, emoji, control characters, no words at all
-        cases[f"non-Latin text {c}"] = row.assign(**{c: "Не работает вход 登录失败 تسجيل الدخول"})
+        cases[f"non-Latin text {c}"] = row.assign(**{c: "Не работает вход 登录失败 تسجيل الدخول"})  # noqa: RUF001
         cases[f"emoji and control characters {c}"] = row.assign(**{c: "😡🔥\x00\t\u200b" * 50})
         cases[f"punctuation only {c}"] = row.assign(**{c: "?!... ---"})
         cases[f"wrong type {c}"] = row.assign(**{c: 12345})

@@ -100,7 +100,7 @@ class ServingState:
                                            lake, rows, reason, f"feedback-{stem}"))
         self.feedback.writer = self.labels_writer
         batcher = MicroBatcher(self.contract, self.spec.batching.max_batch, self.spec.batching.max_wait_ms,
-                               self.metrics)
+                               self.metrics, self.spec.threads)
         batcher.start()
         self.store.attach(configure_mlflow(self.settings), batcher)
         self.handler.attach(batcher, self.writer)

@@ -132,7 +132,7 @@ class ModelStore:
         import mlflow
         from mlflow.models import Model
 
-        from ctloop.estimators.compiled import verified
+        from ctloop.estimators.compiled import verified, verified_features
         from ctloop.estimators.onnx import verified_onnx
 
         local = mlflow.artifacts.download_artifacts(f"models:/{self.name}/{version}")
@@ -150,6 +150,12 @@ class ModelStore:
             except ScoringError as e:
                 onnx_path = f"scikit-learn path (ONNX probe failed: {e})"
             path = onnx_path if compiled is not None or not self.spec.compiled else f"{path}; {onnx_path}"
+        if compiled is None and self.spec.compiled:  # e.g. gradient boosting: NumPy features, its own trees
+            try:
+                compiled, features_path = verified_features(model, self.contract)
+            except ScoringError as e:
+                features_path = f"scikit-learn path (features probe failed: {e})"
+            path = features_path if compiled is not None else f"{path}; {features_path}"
         assert self.batcher is not None
         warm = LoadedModel("warm-up", version, model, now(), compiled, path)
         scores = self.batcher.scores_now(warm, warmup)

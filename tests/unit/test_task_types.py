@@ -326,3 +326,20 @@ def test_the_server_answers_the_most_probable_class_with_every_probability() -> 
     handler = PredictionHandler.__new__(PredictionHandler)  # decide() needs only the contract
     handler.contract, handler.classifier, handler.threshold = load_params(MULTICLASS).dataset, True, 0.5
     assert handler.decide([0.1, 0.3, 0.6]) == (2, 0.6, {"0": 0.1, "1": 0.3, "2": 0.6})
+
+
+def test_golden_seed_picks_cases_the_champion_is_sure_and_right_about_for_each_task() -> None:
+    from ctloop.evaluation.golden import seed_cases
+
+    classes = load_params(MULTICLASS).dataset
+    frame = pd.DataFrame({"flight_id": ["a", "b", "c", "d"], "arrival": [0, 2, 2, 1],
+                          **{c: 1.0 for c in classes.features}})
+    scores = [[0.9, 0.05, 0.05], [0.1, 0.1, 0.8], [0.5, 0.3, 0.2], None]
+    cases = seed_cases(frame, scores, classes, per_class=5, source="test")
+    assert [(c["case_id"], c["expected"]) for c in cases] == [("ref-a", 0), ("ref-b", 2)]  # c: not sure; d: rejected
+
+    values = load_params(EXAMPLE).dataset
+    frame = pd.DataFrame({"flight_id": ["a", "b", "c"], "arr_delay": [10.0, 50.0, 90.0],
+                          **{c: 1.0 for c in values.features}})
+    cases = seed_cases(frame, [12.0, 80.0, 88.0], values, per_class=5, source="test", tolerance=5)
+    assert [(c["case_id"], c["expected"]) for c in cases] == [("ref-a", 10.0), ("ref-c", 90.0)]

@@ -44,6 +44,14 @@ def seed_cases(reference: pd.DataFrame, scores: Any, contract: DatasetSpec, per_
     non-escalations a good model must keep getting right."""
     frame = reference.assign(_score=scores)
     target = contract.target
+    if contract.task == "multiclass":  # per class: rows of that class whose probability the model puts high
+        cases = []
+        for j, label in enumerate(contract.classes):
+            sure = [i for i, (s, y) in enumerate(zip(scores, frame[target], strict=True))
+                    if s is not None and y == label and s[j] >= confident[1]][:per_class]
+            cases += [case_from_row(frame.iloc[i], contract, label, f"ref-{frame.iloc[i][contract.id]}",
+                                    f"clear class {label} in reference data", source) for i in sure]
+        return cases
     if not contract.is_classifier:  # regression: rows the model predicts within `tolerance`, spread over the range
         right = frame[(frame["_score"] - frame[target]).abs() <= tolerance].sort_values(target)
         picked = right.iloc[np_linspace_index(len(right), per_class)] if len(right) else right

@@ -28,6 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "include"), str(REPO)]
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 SECONDS = int(os.environ.get("BENCH_SERVING_SECONDS", "15"))
+# a subset: BENCH_SERVING_MODELS=hist_gradient_boosting,random_forest (default: linear, sklearn and both trees)
+ONLY = set(filter(None, os.environ.get("BENCH_SERVING_MODELS", "").split(",")))
 BIN = Path(sys.executable).parent
 
 
@@ -130,9 +132,11 @@ def main() -> None:
             os.killpg(proc.pid, 15)
             proc.wait(30)
 
-    ctloop_serve("ctloop serve (compiled)", REPO / "params.yaml")
-    ctloop_serve("ctloop serve (scikit-learn, micro-batched)", sklearn_params)
-    mlflow_serve("mlflow models serve (1 worker)", version)
+    if not ONLY or "linear" in ONLY:
+        ctloop_serve("ctloop serve (compiled)", REPO / "params.yaml")
+        mlflow_serve("mlflow models serve (1 worker)", version)
+    if not ONLY or "sklearn" in ONLY:
+        ctloop_serve("ctloop serve (scikit-learn, micro-batched)", sklearn_params)
     from sklearn.ensemble import RandomForestClassifier
 
     from ctloop.registry.mlflow_registry import configure_mlflow
@@ -143,6 +147,8 @@ def main() -> None:
                                                       params.training.models["hist_gradient_boosting"])),
             ("random_forest", default_pipeline(params.dataset, RandomForestClassifier(
                 n_estimators=200, min_samples_leaf=5, random_state=0)))):
+        if ONLY and label not in ONLY:
+            continue
         tree_version = register(settings, params, pipeline, frame, ())
         client.set_registered_model_alias(params.training.registered_model, "champion", tree_version)
         ctloop_serve(f"ctloop serve ({label})", REPO / "params.yaml")
@@ -161,6 +167,8 @@ def main() -> None:
         label = name[name.index("(") + 1:-1]
         theirs_name = (f"mlflow models serve ({label})" if f"mlflow models serve ({label})" in best
                        else "mlflow models serve (1 worker)")
+        if theirs_name not in best:
+            continue
         print(f"{name}: {rps / best[theirs_name]:.1f}x {theirs_name}'s throughput; {paths.get(name, '')}")
     shutil.rmtree(tmp, ignore_errors=True)
 

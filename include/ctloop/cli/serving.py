@@ -6,6 +6,7 @@ canary) is delivered by a separate ``ctloop alerts send SEQ`` process, which doe
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,8 @@ def serve(
     from ctloop.serving.app import serve as run
 
     settings, params, _ = runtime()
+    if params.serving.threads is not None:  # before any OpenMP runtime loads (threadpoolctl limits it after)
+        os.environ.setdefault("OMP_NUM_THREADS", str(params.serving.threads))
     unsubscribe(alert_in_process)
     subscribe(alert_out_of_process)
     run(settings, params, host, port)

@@ -26,14 +26,42 @@ class NotCompilable(Exception):
     """The pipeline has a step or option the compiler does not fold (it is served by scikit-learn)."""
 
 
+def _feature_blocks(features: Any) -> list[tuple[str, list[str], Any, Any]]:
+    """ctloop's feature steps, checked: ("numeric", columns, imputer, scaler) for imputer -> scaler and
+    ("categorical", columns, imputer, encoder) for constant imputer -> one-hot, in output order; any other
+    step or option is NotCompilable."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    blocks: list[tuple[str, list[str], Any, Any]] = []
+    for _name, transformer, columns in features.transformers_:
+        if transformer == "drop" or not len(columns):
+            continue
+        steps = transformer.steps if isinstance(transformer, Pipeline) else [("only", transformer)]
+        kinds = [type(step) for _, step in steps]
+        if kinds == [SimpleImputer, StandardScaler]:
+            imputer, scaler = steps[0][1], steps[1][1]
+            if imputer.add_indicator or len(imputer.statistics_) != len(columns):
+                raise NotCompilable("imputer with indicator or dropped columns")
+            blocks.append(("numeric", list(columns), imputer, scaler))
+        elif kinds == [SimpleImputer, OneHotEncoder]:
+            imputer, encoder = steps[0][1], steps[1][1]
+            if (imputer.strategy != "constant" or imputer.add_indicator or encoder.drop is not None
+                    or encoder.handle_unknown != "ignore" or getattr(encoder, "infrequent_categories_", None)):
+                raise NotCompilable("one-hot encoding options the compiler does not fold")
+            blocks.append(("categorical", list(columns), imputer, encoder))
+        else:
+            raise NotCompilable(f"transformer steps {[k.__name__ for k in kinds]}")
+    return blocks
+
+
 def compile_linear(model: Any, contract: DatasetSpec) -> Scorer:
     """A scorer equivalent to ``model.predict_proba(records_frame(records))[:, 1]``, or NotCompilable."""
     import numpy as np
     from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     from ctloop.estimators.scoring import bounds
 
@@ -49,34 +77,21 @@ def compile_linear(model: Any, contract: DatasetSpec) -> Scorer:
     numeric: list[tuple[str, float, float, float, float]] = []  # column, weight, fill, lo, hi
     categorical: list[tuple[str, dict[str, float], float]] = []  # column, weight per value, weight of "missing"
     position = 0
-    for _name, transformer, columns in features.transformers_:
-        if transformer == "drop" or not len(columns):
-            continue
-        steps = transformer.steps if isinstance(transformer, Pipeline) else [("only", transformer)]
-        kinds = [type(step) for _, step in steps]
-        if kinds == [SimpleImputer, StandardScaler]:
-            imputer, scaler = steps[0][1], steps[1][1]
-            if imputer.add_indicator or len(imputer.statistics_) != len(columns):
-                raise NotCompilable("imputer with indicator or dropped columns")
+    for kind, columns, imputer, step in _feature_blocks(features):
+        if kind == "numeric":
             for j, column in enumerate(columns):
-                mean = float(scaler.mean_[j]) if scaler.mean_ is not None else 0.0
-                scale = float(scaler.scale_[j]) if scaler.scale_ is not None else 1.0
+                mean = float(step.mean_[j]) if step.mean_ is not None else 0.0
+                scale = float(step.scale_[j]) if step.scale_ is not None else 1.0
                 w = float(weights[position + j]) / scale
                 bias -= w * mean
                 numeric.append((column, w, float(imputer.statistics_[j]), *bounds(contract, column)))
             position += len(columns)
-        elif kinds == [SimpleImputer, OneHotEncoder]:
-            imputer, encoder = steps[0][1], steps[1][1]
-            if (imputer.strategy != "constant" or imputer.add_indicator or encoder.drop is not None
-                    or encoder.handle_unknown != "ignore" or getattr(encoder, "infrequent_categories_", None)):
-                raise NotCompilable("one-hot encoding options the compiler does not fold")
+        else:
             for j, column in enumerate(columns):
-                cats = [str(c) for c in encoder.categories_[j]]
+                cats = [str(c) for c in step.categories_[j]]
                 table = {c: float(weights[position + k]) for k, c in enumerate(cats)}
                 position += len(cats)
                 categorical.append((column, table, table.get(str(imputer.fill_value), 0.0)))
-        else:
-            raise NotCompilable(f"transformer steps {[k.__name__ for k in kinds]}")
     if position != len(weights):
         raise NotCompilable(f"{position} folded features, the model has {len(weights)}")
 
@@ -104,9 +119,7 @@ def compile_features(model: Any, contract: DatasetSpec) -> Scorer:
     column-transformer overhead, which is most of a one-row call."""
     import numpy as np
     from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     from ctloop.estimators.scoring import MAX_TEXT, bounds, model_output
 
@@ -119,33 +132,20 @@ def compile_features(model: Any, contract: DatasetSpec) -> Scorer:
     numeric: list[tuple[list[str], Any, Any, Any, Any, Any, int]] = []
     categorical: list[tuple[str, dict[str, int], int | None, int]] = []
     width = 0
-    for _name, transformer, columns in features.transformers_:
-        if transformer == "drop" or not len(columns):
-            continue
-        steps = transformer.steps if isinstance(transformer, Pipeline) else [("only", transformer)]
-        kinds = [type(step) for _, step in steps]
-        if kinds == [SimpleImputer, StandardScaler]:
-            imputer, scaler = steps[0][1], steps[1][1]
-            if imputer.add_indicator or len(imputer.statistics_) != len(columns):
-                raise NotCompilable("imputer with indicator or dropped columns")
+    for kind, columns, imputer, step in _feature_blocks(features):
+        if kind == "numeric":
             k = len(columns)
-            mean = scaler.mean_ if scaler.with_mean else np.zeros(k)
-            scale = scaler.scale_ if scaler.with_std else np.ones(k)
+            mean = step.mean_ if step.with_mean else np.zeros(k)
+            scale = step.scale_ if step.with_std else np.ones(k)
             lo, hi = zip(*(bounds(contract, c) for c in columns), strict=True)
-            numeric.append((list(columns), np.asarray(imputer.statistics_, dtype="float64"), mean, scale,
+            numeric.append((columns, np.asarray(imputer.statistics_, dtype="float64"), mean, scale,
                             np.asarray(lo), np.asarray(hi), width))
             width += k
-        elif kinds == [SimpleImputer, OneHotEncoder]:
-            imputer, encoder = steps[0][1], steps[1][1]
-            if (imputer.strategy != "constant" or imputer.add_indicator or encoder.drop is not None
-                    or encoder.handle_unknown != "ignore" or getattr(encoder, "infrequent_categories_", None)):
-                raise NotCompilable("one-hot encoding options the compiler does not fold")
+        else:
             for j, column in enumerate(columns):
-                index = {str(c): width + i for i, c in enumerate(encoder.categories_[j])}
+                index = {str(c): width + i for i, c in enumerate(step.categories_[j])}
                 categorical.append((column, index, index.get(str(imputer.fill_value)), width))
                 width += len(index)
-        else:
-            raise NotCompilable(f"transformer steps {[k.__name__ for k in kinds]}")
     if width != getattr(estimator, "n_features_in_", width):
         raise NotCompilable(f"{width} compiled features, the model takes {estimator.n_features_in_}")
     task, classes = contract.task, contract.classes

@@ -12,7 +12,8 @@ COPY --chown=airflow:root requirements.txt requirements-prod.txt /opt/ctloop/
 # Airflow's constraints are already baked into the image; ctloop's pins are the ones its tests ran with
 RUN pip install --no-cache-dir -r /opt/ctloop/requirements.txt -r /opt/ctloop/requirements-prod.txt
 
-COPY --chown=airflow:root pyproject.toml README.md params.yaml /opt/ctloop/
+COPY --chown=airflow:root pyproject.toml README.md /opt/ctloop/
+COPY --chown=airflow:root models /opt/ctloop/models
 COPY --chown=airflow:root include /opt/ctloop/include
 COPY --chown=airflow:root great_expectations /opt/ctloop/great_expectations
 COPY --chown=airflow:root deploy/airflow /opt/ctloop/deploy/airflow
@@ -21,7 +22,7 @@ RUN pip install --no-cache-dir --no-deps -e /opt/ctloop
 COPY --chown=airflow:root dags /opt/airflow/dags
 COPY --chown=airflow:root plugins /opt/airflow/plugins
 
-ENV CTLOOP_PARAMS=/opt/ctloop/params.yaml \
+ENV CTLOOP_MODELS_DIR=/opt/ctloop/models \
     CTLOOP_GX_DIR=/opt/ctloop/great_expectations \
     CTLOOP_HOME=/opt/ctloop/home \
     DO_NOT_TRACK=1 \

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 REPO = Path(__file__).resolve().parents[1]
+SPEC = REPO / "models" / "support_escalation.yaml"  # the demo model's spec (over models/_defaults.yaml)
 sys.path.insert(0, str(REPO / "include"))
 os.environ.setdefault("DO_NOT_TRACK", "true")
 NUM, CAT = 12, 8
@@ -57,7 +58,7 @@ def run_cli(reference: Path, current: Path) -> tuple[dict, float, float]:
             "'--current',sys.argv[2],'--json'];\ntry:\n main()\nfinally:\n"
             " print('MAXRSS', [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0], file=sys.stderr)")
     p = subprocess.run([sys.executable, "-c", code, str(reference), str(current)], capture_output=True, text=True,
-                       env={**os.environ, "CTLOOP_PARAMS": str(REPO / "params.yaml")})
+                       env={**os.environ, "CTLOOP_PARAMS": str(SPEC)})
     wall = time.perf_counter() - start
     rss = [int(line.split()[1]) for line in p.stderr.splitlines() if line.startswith("MAXRSS")]
     if p.returncode not in (0, 1):

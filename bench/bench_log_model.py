@@ -16,6 +16,7 @@ from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 REPO = Path(__file__).resolve().parents[1]
+SPEC = REPO / "models" / "support_escalation.yaml"  # the demo model's spec (over models/_defaults.yaml)
 sys.path.insert(0, str(REPO / "include"))
 
 
@@ -32,7 +33,7 @@ def main() -> None:
     from ctloop.training.train import pip_requirements, trusted_types
 
     logging.getLogger("mlflow").setLevel(logging.ERROR)
-    params = load_params(REPO / "params.yaml")
+    params = load_params(SPEC)
     feats = params.dataset.features
     train = pd.concat([simulate_day(date(2026, 1, d), SimulationSpec(rows=2000)) for d in range(1, 11)])
     pipe = build_pipeline(params.dataset, "logistic_regression").fit(train[feats], train["escalated"])

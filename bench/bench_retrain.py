@@ -51,11 +51,11 @@ def main() -> None:
 
     airflow = LocalAirflow.from_settings(settings, port=free_port())
     with airflow:
-        airflow.wait_for_dags(["ctloop_retrain"])
-        airflow.unpause("ctloop_retrain")
-        run_id = airflow.trigger("ctloop_retrain", conf={"reason": "benchmark"})
-        [run] = airflow.wait_for_runs("ctloop_retrain", 1, timeout=1800, run_filter=run_id)
-        tis = sorted(airflow.task_instances("ctloop_retrain", run_id), key=lambda ti: ti["start_date"] or "")
+        airflow.wait_for_dags(["support_escalation__retrain"])
+        airflow.unpause("support_escalation__retrain")
+        run_id = airflow.trigger("support_escalation__retrain", conf={"reason": "benchmark"})
+        [run] = airflow.wait_for_runs("support_escalation__retrain", 1, timeout=1800, run_filter=run_id)
+        tis = sorted(airflow.task_instances("support_escalation__retrain", run_id), key=lambda ti: ti["start_date"] or "")
     print(f"run {run_id}: {run['state']}")
     run_start, run_end = _ts(run["start_date"]), _ts(run["end_date"])
     total = (run_end - run_start).total_seconds()

@@ -25,7 +25,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+SPEC = REPO / "models" / "support_escalation.yaml"  # the demo model's spec (over models/_defaults.yaml)
 sys.path[:0] = [str(REPO / "include"), str(REPO)]
+from ctloop.core.params import read_spec  # noqa: E402
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 SECONDS = int(os.environ.get("BENCH_SERVING_SECONDS", "15"))
 # a subset: BENCH_SERVING_MODELS=hist_gradient_boosting,random_forest (default: linear, sklearn and both trees)
@@ -83,8 +86,8 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="ctloop-bench-serving-"))
     home = tmp / "home"
-    params = load_params(REPO / "params.yaml")
-    settings = Settings(home=home, params=REPO / "params.yaml")
+    params = load_params(SPEC)
+    settings = Settings(home=home, params=SPEC)
     frame = training_frame(params, rows=20_000)
     version = register(settings, params, build_pipeline(params.dataset, "logistic_regression",
                                                         params.training.models["logistic_regression"]),
@@ -93,7 +96,7 @@ def main() -> None:
     ours, theirs = tmp / "ctloop.json", tmp / "mlflow.json"
     ours.write_text(json.dumps(record))
     theirs.write_text(json.dumps({"dataframe_records": [record]}))
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = read_spec(SPEC)
     raw["serving"]["compiled"] = False
     raw["serving"]["onnx"] = False
     sklearn_params = tmp / "params-sklearn.yaml"
@@ -133,7 +136,7 @@ def main() -> None:
             proc.wait(30)
 
     if not ONLY or "linear" in ONLY:
-        ctloop_serve("ctloop serve (compiled)", REPO / "params.yaml")
+        ctloop_serve("ctloop serve (compiled)", SPEC)
         mlflow_serve("mlflow models serve (1 worker)", version)
     if not ONLY or "sklearn" in ONLY:
         ctloop_serve("ctloop serve (scikit-learn, micro-batched)", sklearn_params)
@@ -151,7 +154,7 @@ def main() -> None:
             continue
         tree_version = register(settings, params, pipeline, frame, ())
         client.set_registered_model_alias(params.training.registered_model, "champion", tree_version)
-        ctloop_serve(f"ctloop serve ({label})", REPO / "params.yaml")
+        ctloop_serve(f"ctloop serve ({label})", SPEC)
         mlflow_serve(f"mlflow models serve ({label})", tree_version)
 
     print(f"\nmodel {params.training.registered_model} v{version} (logistic regression, 6 numeric + 4 categorical "

@@ -20,7 +20,10 @@ from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+SPEC = REPO / "models" / "support_escalation.yaml"  # the demo model's spec (over models/_defaults.yaml)
 sys.path[:0] = [str(REPO / "include"), str(REPO)]
+from ctloop.core.params import read_spec  # noqa: E402
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 MINUTES = float(os.environ.get("BENCH_SOAK_MINUTES", "10"))
 RATE = float(os.environ.get("BENCH_SOAK_RATE", "100"))
@@ -56,7 +59,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="ctloop-bench-soak-"))
     home = tmp / "home"
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = read_spec(SPEC)
     raw["serving"] |= {"poll_seconds": 1.0, "log": {"flush_seconds": 1.0, "flush_rows": 20000,
                                                      "max_queue_rows": 200000}}
     params_path = tmp / "params.yaml"

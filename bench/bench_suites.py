@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
+SPEC = REPO / "models" / "support_escalation.yaml"  # the demo model's spec (over models/_defaults.yaml)
 sys.path.insert(0, str(REPO / "include"))
 
 from ctloop.core.params import EstimatorSpec, load_params  # noqa: E402
@@ -27,7 +28,7 @@ from ctloop.evaluation.suites import (  # noqa: E402
 
 
 def main() -> None:
-    params = load_params(REPO / "params.yaml")
+    params = load_params(SPEC)
     c, spec = params.dataset, params.evaluation
     days = [date(2026, 1, 1) + timedelta(days=i) for i in range(16)]
     frames = [simulate_day(d, SimulationSpec(rows=2000)) for d in days]

@@ -18,7 +18,9 @@ import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+SPEC = REPO / "models" / "support_escalation.yaml"  # the demo model's spec (over models/_defaults.yaml)
 sys.path.insert(0, str(REPO / "include"))
+from ctloop.core.params import read_spec  # noqa: E402
 
 ROWS = 1_000_000
 DAY = date(2026, 1, 5)
@@ -41,7 +43,7 @@ def main() -> None:
         f"cat_{i}": {"type": "categorical"} for i in range(3)}
     for name, spec in extra.items():
         frame[name] = rng.gamma(2, 10, ROWS) if spec["type"] == "float" else rng.choice(["a", "b", "c", "d"], ROWS)
-    params_data = yaml.safe_load((REPO / "params.yaml").read_text())
+    params_data = read_spec(SPEC)
     params_data["dataset"]["columns"].update(extra)
     params_data["validation"]["suite"] = "bench_20_columns"
     params_data["validation"]["max_rows"] = 2_000_000

@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ctloop.core.params import read_spec
 from ctloop.dev.local_airflow import telemetry_off_env
 
 REPO = Path(__file__).resolve().parents[1]
+SPEC = REPO / "models" / "support_escalation.yaml"  # the demo model's spec (over models/_defaults.yaml)
 
 # Airflow reads its configuration at import time: point it at a throwaway home before anything imports it.
 _airflow_home = Path(os.environ.setdefault("CTLOOP_TEST_AIRFLOW_HOME", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"ctloop-test-airflow-{os.getpid()}")))
@@ -34,11 +36,20 @@ os.environ.update(telemetry_off_env())
 
 def write_params(path: Path, **overrides: dict) -> Path:
     """params.yaml with section overrides (e.g. source={...}) written to ``path``."""
-    base = yaml.safe_load((REPO / "params.yaml").read_text())
+    base = read_spec(SPEC)
     for section, values in overrides.items():
         base.setdefault(section, {}).update(values)
     path.write_text(yaml.safe_dump(base, sort_keys=False))
     return path
+
+
+def load_dag(flow: str, model: str = "support_escalation"):  # type: ignore[no-untyped-def]
+    """The generated DAG ``<model>__<flow>`` from the DAG factory, for ``dag.test()``."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO / "dags" / "ctloop_models.py"))
+    assert not bag.import_errors, bag.import_errors
+    return bag.dags[f"{model}__{flow}"]
 
 
 @pytest.fixture
@@ -48,7 +59,7 @@ def ctloop_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
 
     home = tmp_path / "home"
     monkeypatch.setenv("CTLOOP_HOME", str(home))
-    monkeypatch.setenv("CTLOOP_PARAMS", str(REPO / "params.yaml"))
+    monkeypatch.setenv("CTLOOP_PARAMS", str(SPEC))
     get_settings.cache_clear()
     yield home
     get_settings.cache_clear()

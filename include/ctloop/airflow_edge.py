@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -34,20 +35,51 @@ from airflow.sdk import BaseNotifier
 from ctloop.core.audit import subscribe
 from ctloop.core.locks import file_lock
 from ctloop.core.metrics import emit_counter
-from ctloop.core.params import get_params, load_params
+from ctloop.core.params import load_params
 from ctloop.core.settings import get_settings
 from ctloop.decisions.alerts import Alert, Delivery, alert_from_audit
 
 if TYPE_CHECKING:
-    from ctloop.core.params import AlertsSpec
+    from ctloop.core.params import AlertsSpec, Params
     from ctloop.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def schedule_start() -> datetime:
-    """``schedule.start_date`` from params.yaml."""
-    day = get_params().schedule.start_date
+@dataclass(frozen=True)
+class ModelSpecs:
+    """What the DAG factory needs at parse time: each model's checked spec, or the error of a spec that
+    does not validate (that model gets no DAGs; the others are unaffected)."""
+
+    specs: dict[str, Params]
+    broken: dict[str, str]
+
+
+def deployment_specs(only: str | None = None) -> ModelSpecs:
+    """Every model's spec (``only``: just that model: a task run parses only its own DAG). No Airflow
+    Variables or database at parse time: the models folder and the environment only."""
+    from ctloop.core.errors import ConfigError
+
+    settings = get_settings()
+    try:
+        names = settings.model_names()
+    except ConfigError as e:
+        return ModelSpecs({}, {"": str(e)})
+    specs: dict[str, Params] = {}
+    broken: dict[str, str] = {}
+    for name in names:
+        if only is not None and name != only:
+            continue
+        try:
+            specs[name] = load_params(settings.for_model(name).spec_path)
+        except ConfigError as e:
+            broken[name] = str(e)
+    return ModelSpecs(specs, broken)
+
+
+def schedule_start(params: Params) -> datetime:
+    """``schedule.start_date`` of the model's spec."""
+    day = params.schedule.start_date
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
@@ -57,31 +89,19 @@ def schedule_end() -> datetime | None:
     return None if day is None else datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
-def ingest_cron() -> str:
-    return get_params().schedule.ingest
-
-
-def retrain_cron() -> str:
-    return get_params().training.schedule
-
-
-def retrain_defaults() -> dict[str, object]:
-    """Defaults of the manual-trigger form, from params.yaml."""
+def retrain_defaults(params: Params) -> dict[str, object]:
+    """Defaults of the manual-trigger form, from the model's spec."""
     from ctloop.core.params import BUILT_IN_MODELS_BY_TASK
 
-    params = get_params()
     t = params.training
     custom = t.estimator is not None or t.pipeline is not None
     return {"window_days": t.window_days, "model": t.model,
             "models": [*BUILT_IN_MODELS_BY_TASK[params.dataset.task], *(["custom"] if custom else [])]}
 
 
-def labels_cron() -> str:
-    return get_params().labels.schedule
-
-
-def monitor_cron() -> str:
-    return get_params().monitoring.schedule
+def model_of_dag(dag_id: str) -> str | None:
+    """The model a generated DAG acts for (``<model>__<flow>``)."""
+    return dag_id.split("__", 1)[0] if "__" in dag_id else None
 
 
 class TaskFailureNotifier(BaseNotifier):
@@ -92,7 +112,7 @@ class TaskFailureNotifier(BaseNotifier):
     template_fields = ()
 
     def notify(self, context: Any) -> None:
-        settings = get_settings()
+        settings = get_settings().for_model(model_of_dag(context["ti"].dag_id))
         try:
             send(alert_from_task_failure(context), alert_spec(settings), settings)
         except Exception:  # a callback that raises only adds noise to the task log; say what went wrong
@@ -218,7 +238,7 @@ def send(alert: Alert, spec: AlertsSpec, settings: Settings) -> Delivery:
 
 
 def alert_spec(settings: Settings) -> AlertsSpec:
-    return load_params(settings.params).alerts
+    return load_params(settings.spec_path).alerts
 
 
 def alert_on_audit(entry: dict[str, Any], settings: Settings) -> Delivery | None:

@@ -1,4 +1,4 @@
-"""The table ``ctloop status`` prints (also shown at the end of the demo)."""
+"""The tables ``ctloop status`` and ``ctloop models`` print (status is also shown at the end of the demo)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,24 @@ from rich.table import Table
 if TYPE_CHECKING:
     from rich.tree import Tree
 
+    from ctloop.flows.deployment import ModelOverview
     from ctloop.flows.lineage import Lineage
+
+
+def models_table(overview: list[ModelOverview]) -> Table:
+    table = Table(title="models")
+    for col in ("model", "task", "champion", "last run", "last drift decision"):
+        table.add_column(col)
+    for m in overview:
+        if m.error:
+            table.add_row(m.name, "[red]invalid spec[/red]", "", "", m.error)
+            continue
+        run = m.last_run or {}
+        drift = m.last_drift or {}
+        table.add_row(m.name, m.task or "", f"v{m.champion}" if m.champion else "-",
+                      f"{run['dag_run'].split('/')[0]} {run['outcome']} {run['at'][:16]}" if run else "-",
+                      f"{drift['window']} {drift['status']}" if drift else "-")
+    return table
 
 
 def status_table(st: dict[str, Any]) -> Table:

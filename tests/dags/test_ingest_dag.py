@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import load_dag
+
 
 @pytest.fixture
 def ingest_dag(airflow_db, use_params):  # type: ignore[no-untyped-def]
     use_params(source={"rows_per_day": 400, "incidents": {"2026-02-11": "schema_break"}})
-    from airflow.dag_processing.dagbag import DagBag
 
-    dags = Path(__file__).resolve().parents[2] / "dags"
-    return DagBag(dag_folder=str(dags / "ctloop_ingest.py")).dags["ctloop_ingest"]
+    return load_dag("ingest")
 
 
 def _test_interval(dag, day: str):  # type: ignore[no-untyped-def]

@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from tests.conftest import load_dag
+
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 DAY = date(2026, 1, 7)
 
 
 def _dag():  # type: ignore[no-untyped-def]
-    from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder=str(DAGS / "ctloop_labels.py")).dags["ctloop_labels"]
+    return load_dag("labels")
 
 
 def _states(run) -> dict[str, str]:  # type: ignore[no-untyped-def]

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import load_dag
+
 T0 = date(2026, 4, 6)
 
 
 @pytest.fixture
 def monitor_setup(airflow_db, use_params, ctloop_home: Path):  # type: ignore[no-untyped-def]
     use_params(training={"min_rows": 1000})
-    from airflow.dag_processing.dagbag import DagBag
 
     from ctloop.core.params import get_params
     from ctloop.core.settings import get_settings
@@ -37,8 +38,7 @@ def monitor_setup(airflow_db, use_params, ctloop_home: Path):  # type: ignore[no
     promote_version(params, settings, trained.version, "fixture champion")
     simulate_traffic(TrafficSpec(T0, 2, "covariate_shift", T0 + timedelta(days=1), rows_per_day=1500),
                      params, settings, lake)
-    dags = Path(__file__).resolve().parents[2] / "dags"
-    return DagBag(dag_folder=str(dags / "ctloop_monitor.py")).dags["ctloop_monitor"], lake
+    return load_dag("monitor"), lake
 
 
 def _run(dag, day: date):  # type: ignore[no-untyped-def]

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, load_dag, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -52,9 +52,7 @@ def multiclass_world(airflow_db, ctloop_home: Path, monkeypatch: pytest.MonkeyPa
 
 
 def _dag(name: str):  # type: ignore[no-untyped-def]
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(REPO / "dags" / f"{name}.py")).dags[name]
+    return load_dag(name, "flight_arrival_class")
 
 
 def _states(run) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -101,7 +99,7 @@ def test_a_multiclass_model_through_the_dags_serve_and_monitor(multiclass_world)
     from ctloop.registry.mlflow_registry import configure_mlflow
 
     settings, params = get_settings(), get_params()
-    retrain = _dag("ctloop_retrain")
+    retrain = _dag("retrain")
     run = retrain.test(run_conf={"reason": "first multiclass model", "window_days": 8})
     assert str(run.state) == "success" and _states(run)["promote"] == "success", _states(run)
     client = configure_mlflow(settings)
@@ -122,7 +120,7 @@ def test_a_multiclass_model_through_the_dags_serve_and_monitor(multiclass_world)
     log = pd.concat([pd.read_parquet(f) for f in (settings.lake_root / "predictions").glob("dt=*/hour=*/*.parquet")])
     assert {"proba_0", "proba_1", "proba_2"} <= set(log.columns) and len(log) == len(calm) + len(storm)
 
-    monitor = _dag("ctloop_monitor")
+    monitor = _dag("monitor")
     run = monitor.test(logical_date=datetime.combine(date(2013, 1, 19), datetime.min.time(), tzinfo=UTC))
     assert _states(run)["emit_drift_event"] == "success", _states(run)
     summary = json.loads((settings.lake_root / "reports" / "monitor" / "dt=2013-01-18" / "summary.json").read_text())

@@ -6,15 +6,13 @@ from __future__ import annotations
 from datetime import date, timedelta
 from pathlib import Path
 
-from tests.conftest import gate_version, version_with_run
+from tests.conftest import gate_version, load_dag, version_with_run
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 
 
 def _dag(name: str):  # type: ignore[no-untyped-def]
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(DAGS / f"{name}.py")).dags[name]
+    return load_dag(name)
 
 
 def _states(run) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -43,13 +41,13 @@ def test_rollback_dag_restores_previous_and_refuses_without_fallback(airflow_db,
         gate_version(client, name, v, True, champion, ["ok"])
         promote_version(params, settings, v, f"v{v}", expected_champion=champion)
         champion = v
-    dag = _dag("ctloop_rollback")
+    dag = _dag("rollback")
     run = dag.test(run_conf={"version": "previous", "reason": "error rate doubled"})
     assert str(run.state) == "success", _states(run)
     assert alias_version(client, name, CHAMPION) == "1" and alias_version(client, name, PREVIOUS) is None
     last = read_history(settings, name)[-1]
     assert last["kind"] == "rollback" and last["reason"] == "error rate doubled"
-    assert last["dag_run"].startswith("ctloop_rollback/")
+    assert last["dag_run"].startswith("support_escalation__rollback/")
     again = dag.test(run_conf={"version": "previous", "reason": "again"})
     assert str(again.state) == "failed", "no @previous left: refused, champion untouched"
     assert alias_version(client, name, CHAMPION) == "1"
@@ -69,13 +67,13 @@ def test_manual_mode_retrain_waits_for_the_approve_dag(airflow_db, use_params, c
     context = open_context(settings)
     for d in [date(2026, 1, 5) + timedelta(days=i) for i in range(8)]:
         assert ingest_day(d, params, Lake(settings.lake_root), context).status == "curated"
-    run = _dag("ctloop_retrain").test(run_conf={"reason": "manual mode"})
+    run = _dag("retrain").test(run_conf={"reason": "manual mode"})
     assert str(run.state) == "success", _states(run)
     client = configure_mlflow(settings)
     name = params.training.registered_model
     assert alias_version(client, name, CANDIDATE) == "1" and alias_version(client, name, CHAMPION) is None
 
-    approve = _dag("ctloop_approve")
+    approve = _dag("approve")
     refused = approve.test(run_conf={"version": "7", "reason": "no such version"})
     assert str(refused.state) == "failed"
     approved = approve.test(run_conf={"version": "1", "reason": "suites reviewed"})
@@ -83,4 +81,4 @@ def test_manual_mode_retrain_waits_for_the_approve_dag(airflow_db, use_params, c
     assert alias_version(client, name, CHAMPION) == "1" and alias_version(client, name, CANDIDATE) is None
     tags = client.get_model_version(name, "1").tags
     assert tags["ctloop.promoted_reason"] == "approved: suites reviewed"
-    assert tags["ctloop.promoted_by"].startswith("airflow:ctloop_approve/")
+    assert tags["ctloop.promoted_by"].startswith("airflow:support_escalation__approve/")

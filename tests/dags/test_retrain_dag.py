@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import load_dag
+
 DAYS = [date(2026, 1, 5) + timedelta(days=i) for i in range(8)]
 
 
@@ -26,7 +28,6 @@ def forest_retrain_dag(airflow_db, use_params, ctloop_home: Path):  # type: igno
 
 
 def _ingested_retrain_dag():  # type: ignore[no-untyped-def]
-    from airflow.dag_processing.dagbag import DagBag
 
     from ctloop.core.params import get_params
     from ctloop.core.settings import get_settings
@@ -38,8 +39,7 @@ def _ingested_retrain_dag():  # type: ignore[no-untyped-def]
     context = open_context(settings)
     for d in DAYS:
         assert ingest_day(d, params, Lake(settings.lake_root), context).status == "curated"
-    dags = Path(__file__).resolve().parents[2] / "dags"
-    return DagBag(dag_folder=str(dags / "ctloop_retrain.py")).dags["ctloop_retrain"]
+    return load_dag("retrain")
 
 
 def _states(run) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -61,7 +61,7 @@ def test_first_run_promotes_and_a_weaker_model_is_rejected(retrain_dag) -> None:
     mlflow_run = client.get_run(status["champion"]["run_id"])
     assert mlflow_run.data.tags["ctloop.trigger"] == "manual"
     assert mlflow_run.data.tags["ctloop.trigger_reason"] == "first model"
-    assert mlflow_run.data.tags["ctloop.airflow.dag_id"] == "ctloop_retrain"
+    assert mlflow_run.data.tags["ctloop.airflow.dag_id"] == "support_escalation__retrain"
     assert mlflow_run.data.tags["ctloop.gate_passed"] == "true"
     assert {"roc_auc", "f1_score", "log_loss", "brier_score", "precision_score", "recall_score"} <= set(mlflow_run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(mlflow_run.info.run_id)}

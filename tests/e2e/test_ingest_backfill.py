@@ -19,19 +19,19 @@ pytestmark = pytest.mark.e2e
 
 def test_backfill_three_days_one_bad(running_airflow, webhook) -> None:  # type: ignore[no-untyped-def]
     airflow, settings = running_airflow
-    airflow.wait_for_dags(["ctloop_ingest"])
-    airflow.unpause("ctloop_ingest")
-    backfill = airflow.backfill("ctloop_ingest", "2026-01-05", "2026-01-07")
+    airflow.wait_for_dags(["support_escalation__ingest"])
+    airflow.unpause("support_escalation__ingest")
+    backfill = airflow.backfill("support_escalation__ingest", "2026-01-05", "2026-01-07")
     airflow.wait_for_backfill(backfill, timeout=600)
 
-    runs = {r["logical_date"][:10]: r for r in airflow.dag_runs("ctloop_ingest")}
+    runs = {r["logical_date"][:10]: r for r in airflow.dag_runs("support_escalation__ingest")}
     assert set(runs) == {"2026-01-05", "2026-01-06", "2026-01-07"}, "the real clock added no runs"
     assert {d: r["state"] for d, r in runs.items()} == {
         "2026-01-05": "success", "2026-01-06": "failed", "2026-01-07": "success"}
-    bad = {t["task_id"]: t["state"] for t in airflow.task_instances("ctloop_ingest", runs["2026-01-06"]["dag_run_id"])}
+    bad = {t["task_id"]: t["state"] for t in airflow.task_instances("support_escalation__ingest", runs["2026-01-06"]["dag_run_id"])}
     assert bad["extract_batch"] == "success" and bad["validate_batch"] == "failed"
     assert bad["publish_curated"] == "upstream_failed"
-    assert next(t for t in airflow.task_instances("ctloop_ingest", runs["2026-01-06"]["dag_run_id"])
+    assert next(t for t in airflow.task_instances("support_escalation__ingest", runs["2026-01-06"]["dag_run_id"])
             if t["task_id"] == "validate_batch")["try_number"] == 1, "bad data is not retried"
 
     lake = settings.lake_root
@@ -58,22 +58,22 @@ def test_backfills_created_while_the_scheduler_is_busy_all_finish(running_airflo
     airflow, _ = running_airflow
     lines: list[str] = []
     # three backfills back to back: each is created while the scheduler creates and runs the others' runs
-    airflow.unpause("ctloop_labels")
-    ingest_a = airflow.backfill("ctloop_ingest", "2026-01-08", "2026-01-10", max_active_runs=4)
-    labels = airflow.backfill("ctloop_labels", "2026-01-08", "2026-01-11", max_active_runs=4)
+    airflow.unpause("support_escalation__labels")
+    ingest_a = airflow.backfill("support_escalation__ingest", "2026-01-08", "2026-01-10", max_active_runs=4)
+    labels = airflow.backfill("support_escalation__labels", "2026-01-08", "2026-01-11", max_active_runs=4)
     airflow.wait_for_backfill(ingest_a, timeout=600, progress=lines.append)
-    ingest_b = airflow.backfill("ctloop_ingest", "2026-01-11", "2026-01-13", max_active_runs=4)
+    ingest_b = airflow.backfill("support_escalation__ingest", "2026-01-11", "2026-01-13", max_active_runs=4)
     airflow.wait_for_backfill(labels, timeout=600)
     airflow.wait_for_backfill(ingest_b, timeout=600)
     airflow.check_processes()  # every Airflow process is alive
 
-    ingest = {r["logical_date"][:10]: r["state"] for r in airflow.dag_runs("ctloop_ingest")
+    ingest = {r["logical_date"][:10]: r["state"] for r in airflow.dag_runs("support_escalation__ingest")
               if r["logical_date"][:10] >= "2026-01-08"}
     assert len(ingest) == 6 and set(ingest.values()) == {"success"}, ingest
     # no label delivery on those days: each run's task is skipped and the run succeeds
-    labelled = {r["logical_date"][:10]: r["state"] for r in airflow.dag_runs("ctloop_labels")}
+    labelled = {r["logical_date"][:10]: r["state"] for r in airflow.dag_runs("support_escalation__labels")}
     assert len(labelled) == 4 and set(labelled.values()) == {"success"}, labelled
-    assert lines and "ctloop_ingest backfill" in lines[-1], "progress is printed while waiting"
+    assert lines and "support_escalation__ingest backfill" in lines[-1], "progress is printed while waiting"
     assert "FOREIGN KEY constraint failed" not in (airflow.home / "process-logs" / "scheduler.log").read_text()
 
 
@@ -83,7 +83,7 @@ def test_a_dead_scheduler_fails_the_next_wait_naming_its_log(running_airflow) ->
     os.killpg(scheduler.pid, signal.SIGKILL)
     scheduler.wait()
     with pytest.raises(AirflowRuntimeFailed) as failed:
-        airflow.wait_for_runs("ctloop_ingest", 10, timeout=600)  # never satisfied: only the watch ends it
+        airflow.wait_for_runs("support_escalation__ingest", 10, timeout=600)  # never satisfied: only the watch ends it
     message = str(failed.value)
     assert "airflow scheduler" in message and "exited with -9" in message
     assert str(Path(airflow.home) / "process-logs" / "scheduler.log") in message

@@ -85,20 +85,20 @@ def _mlflow(settings):  # type: ignore[no-untyped-def]
 
 def test_ingest_then_retrain_promotes_a_champion(loop_airflow) -> None:  # type: ignore[no-untyped-def]
     airflow, settings = loop_airflow
-    airflow.wait_for_dags(["ctloop_ingest", "ctloop_retrain"])
-    airflow.unpause("ctloop_ingest")
-    airflow.unpause("ctloop_retrain")
-    airflow.wait_for_backfill(airflow.backfill("ctloop_ingest", "2026-01-05", "2026-01-10"), timeout=600)
-    ingest = {r["logical_date"][:10]: r["state"] for r in airflow.dag_runs("ctloop_ingest")}
+    airflow.wait_for_dags(["support_escalation__ingest", "support_escalation__retrain"])
+    airflow.unpause("support_escalation__ingest")
+    airflow.unpause("support_escalation__retrain")
+    airflow.wait_for_backfill(airflow.backfill("support_escalation__ingest", "2026-01-05", "2026-01-10"), timeout=600)
+    ingest = {r["logical_date"][:10]: r["state"] for r in airflow.dag_runs("support_escalation__ingest")}
     assert ingest["2026-01-07"] == "failed" and sum(s == "success" for s in ingest.values()) == 5
-    ran_on = {t["hostname"] for r in airflow.dag_runs("ctloop_ingest")
-              for t in airflow.task_instances("ctloop_ingest", r["dag_run_id"]) if t["state"] != "upstream_failed"}
+    ran_on = {t["hostname"] for r in airflow.dag_runs("support_escalation__ingest")
+              for t in airflow.task_instances("support_escalation__ingest", r["dag_run_id"]) if t["state"] != "upstream_failed"}
     assert ran_on == set(WORKERS), ran_on  # the Celery queue spread the tasks over both workers
 
     # a manual trigger with Params, through the Airflow REST API, as the UI form would send it
-    run_id = airflow.trigger("ctloop_retrain", conf={"reason": "e2e: first champion", "window_days": 10})
-    [run] = airflow.wait_for_runs("ctloop_retrain", 1, timeout=600)
-    states = {t["task_id"]: t["state"] for t in airflow.task_instances("ctloop_retrain", run_id)}
+    run_id = airflow.trigger("support_escalation__retrain", conf={"reason": "e2e: first champion", "window_days": 10})
+    [run] = airflow.wait_for_runs("support_escalation__retrain", 1, timeout=600)
+    states = {t["task_id"]: t["state"] for t in airflow.task_instances("support_escalation__retrain", run_id)}
     assert run["state"] == "success", states
     assert states == {"build_training_set": "success", "validate_training_set": "success",
                       "train_challenger": "success", "evaluate": "success", "gate": "success", "promote": "success"}
@@ -120,7 +120,7 @@ def test_ingest_then_retrain_promotes_a_champion(loop_airflow) -> None:  # type:
 
     chain = resolve_lineage(settings, load_params(settings.params), Lake(settings.lake_root), champion.version)
     assert chain.complete, chain.problems
-    assert chain.trigger["airflow.run_id"] == run_id and chain.trigger["airflow.dag_id"] == "ctloop_retrain"
+    assert chain.trigger["airflow.run_id"] == run_id and chain.trigger["airflow.dag_id"] == "support_escalation__retrain"
     assert all(raw["intact"] for p in chain.partitions for raw in p["raw_files"])
 
     # the audit trail: the listener plugin recorded DAG run outcomes, the library the promotion
@@ -130,14 +130,14 @@ def test_ingest_then_retrain_promotes_a_champion(loop_airflow) -> None:  # type:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         runs = {(e["subject"], e["outcome"]) for e in log.entries() if e["kind"] == "dag_run"}
-        if (f"ctloop_retrain/{run_id}", "success") in runs:
+        if (f"support_escalation__retrain/{run_id}", "success") in runs:
             break
         time.sleep(1)
-    assert (f"ctloop_retrain/{run_id}", "success") in runs, runs
+    assert (f"support_escalation__retrain/{run_id}", "success") in runs, runs
     failed_ingest = [e for e in log.entries() if e["kind"] == "dag_run" and e["outcome"] == "failed"]
     assert [e["details"]["data_interval_start"][:10] for e in failed_ingest] == ["2026-01-07"], failed_ingest
     promotion = [e for e in log.entries() if e["kind"] == "promotion"][-1]
-    assert promotion["outcome"] == "promoted" and promotion["actor"] == f"airflow:ctloop_retrain/{run_id}"
+    assert promotion["outcome"] == "promoted" and promotion["actor"] == f"airflow:support_escalation__retrain/{run_id}"
     assert log.verify().ok
 
 
@@ -147,7 +147,7 @@ def test_failures_alert_and_every_task_reports_its_cost(loop_airflow, receivers)
     webhook, statsd = receivers
     webhook.wait_for(lambda rs: {"task_failure", "quarantine"} <= {r.body["event"] for r in rs})
     failure = next(r.body for r in webhook.requests if r.body["event"] == "task_failure")
-    assert failure["subject"] == "ctloop_ingest.validate_batch" and failure["severity"] == "critical"
+    assert failure["subject"] == "support_escalation__ingest.validate_batch" and failure["severity"] == "critical"
     assert failure["details"]["hostname"] in WORKERS and failure["details"]["data_interval_start"].startswith("2026-01-07")
     assert failure["reasons"][0].startswith("AirflowFailException") and "validate_batch" in failure["details"]["log_url"]
     quarantine = next(r.body for r in webhook.requests if r.body["event"] == "quarantine")
@@ -164,8 +164,8 @@ def test_failures_alert_and_every_task_reports_its_cost(loop_airflow, receivers)
 
     gauges = [(n, v, t) for n, v, k, t in statsd.parsed() if k == "g"]
     costed = {(t["dag"], t["task"]) for n, _, t in gauges if n == "ctloop.task.cpu_seconds" and t["outcome"] == "success"}
-    assert {("ctloop_retrain", t) for t in (*tasks, "promote")} | {("ctloop_ingest", "publish_curated")} <= costed
-    assert ("ctloop.task.wall_seconds", "ctloop_ingest", "validate_batch", "failed") in {
+    assert {("support_escalation__retrain", t) for t in (*tasks, "promote")} | {("support_escalation__ingest", "publish_curated")} <= costed
+    assert ("ctloop.task.wall_seconds", "support_escalation__ingest", "validate_batch", "failed") in {
         (n, t["dag"], t["task"], t["outcome"]) for n, _, t in gauges if n.startswith("ctloop.task.")}
     assert ("ctloop.registry.champion_version", float(champion.version)) in {(n, v) for n, v, _ in gauges}
     assert ("ctloop.registry.model_size_bytes", metrics["model_size_bytes"]) in {(n, v) for n, v, _ in gauges}
@@ -173,11 +173,11 @@ def test_failures_alert_and_every_task_reports_its_cost(loop_airflow, receivers)
 
 def test_a_worker_killed_mid_task_ends_with_the_task_retried_elsewhere(loop_airflow) -> None:  # type: ignore[no-untyped-def]
     airflow, _ = loop_airflow
-    run_id = airflow.trigger("ctloop_retrain", conf={"reason": "e2e: a worker dies", "window_days": 10})
+    run_id = airflow.trigger("support_escalation__retrain", conf={"reason": "e2e: a worker dies", "window_days": 10})
     victim = task = None
     deadline = time.monotonic() + 300
     while victim is None and time.monotonic() < deadline:
-        for t in airflow.task_instances("ctloop_retrain", run_id):
+        for t in airflow.task_instances("support_escalation__retrain", run_id):
             if t["state"] == "running" and t.get("hostname") in WORKERS:
                 victim, task = t["hostname"], t["task_id"]
                 break
@@ -185,8 +185,8 @@ def test_a_worker_killed_mid_task_ends_with_the_task_retried_elsewhere(loop_airf
     assert victim is not None, "no ctloop_retrain task was seen running"
     killed = airflow.forget(f"celery-{victim}")  # killed on purpose: the runner must not report it
     os.killpg(killed.pid, signal.SIGKILL)  # the worker and its task, at once
-    [run] = airflow.wait_for_runs("ctloop_retrain", 1, timeout=600, run_filter=run_id)
-    tis = {t["task_id"]: t for t in airflow.task_instances("ctloop_retrain", run_id)}
+    [run] = airflow.wait_for_runs("support_escalation__retrain", 1, timeout=600, run_filter=run_id)
+    tis = {t["task_id"]: t for t in airflow.task_instances("support_escalation__retrain", run_id)}
     assert run["state"] == "success", {k: v["state"] for k, v in tis.items()}
     survivor = next(name for name in WORKERS if name != victim)
     assert tis[task]["try_number"] >= 2 and tis[task]["hostname"] == survivor, tis[task]
@@ -204,17 +204,17 @@ def test_drift_window_triggers_retrain_through_the_asset(loop_airflow, receivers
     drift_day = date(2026, 1, 12)
     simulate_traffic(TrafficSpec(drift_day, 1, "covariate_shift", drift_day, rows_per_day=1000), params, settings,
                      Lake(settings.lake_root))
-    before = {r["dag_run_id"] for r in airflow.dag_runs("ctloop_retrain")}
-    airflow.unpause("ctloop_monitor")
-    airflow.wait_for_backfill(airflow.backfill("ctloop_monitor", drift_day.isoformat(), drift_day.isoformat(), 1))
-    [monitor_run] = airflow.dag_runs("ctloop_monitor")
-    tasks = {t["task_id"]: t["state"] for t in airflow.task_instances("ctloop_monitor", monitor_run["dag_run_id"])}
+    before = {r["dag_run_id"] for r in airflow.dag_runs("support_escalation__retrain")}
+    airflow.unpause("support_escalation__monitor")
+    airflow.wait_for_backfill(airflow.backfill("support_escalation__monitor", drift_day.isoformat(), drift_day.isoformat(), 1))
+    [monitor_run] = airflow.dag_runs("support_escalation__monitor")
+    tasks = {t["task_id"]: t["state"] for t in airflow.task_instances("support_escalation__monitor", monitor_run["dag_run_id"])}
     assert tasks["emit_drift_event"] == "success", tasks
 
     deadline = time.monotonic() + 600
     new: list[dict] = []
     while time.monotonic() < deadline:
-        new = [r for r in airflow.dag_runs("ctloop_retrain") if r["dag_run_id"] not in before]
+        new = [r for r in airflow.dag_runs("support_escalation__retrain") if r["dag_run_id"] not in before]
         if new and new[0]["state"] in ("success", "failed"):
             break
         time.sleep(2)
@@ -252,7 +252,7 @@ def test_a_bad_release_is_rolled_back_automatically_by_the_monitor(loop_airflow,
     from ctloop.registry.mlflow_registry import read_history
 
     airflow, settings = loop_airflow
-    airflow.pause("ctloop_retrain")  # drift events may queue; no retrain may race the rollback under test
+    airflow.pause("support_escalation__retrain")  # drift events may queue; no retrain may race the rollback under test
     params = load_params(settings.params)
     lake = Lake(settings.lake_root)
     client, name = _mlflow(settings)
@@ -260,7 +260,7 @@ def test_a_bad_release_is_rolled_back_automatically_by_the_monitor(loop_airflow,
     start = date(2026, 1, 14)
     simulate_traffic(TrafficSpec(start, 3, "stable", None, rows_per_day=1000, label_delay_days=1, label_fraction=1.0),
                      params, settings, lake)
-    airflow.wait_for_backfill(airflow.backfill("ctloop_monitor", "2026-01-14", "2026-01-16", 1), timeout=900)
+    airflow.wait_for_backfill(airflow.backfill("support_escalation__monitor", "2026-01-14", "2026-01-16", 1), timeout=900)
 
     # a bad release: a one-split stump, promoted by force past its gate
     data = training_set_dir(lake, "e2e-bad-release")
@@ -270,21 +270,21 @@ def test_a_bad_release_is_rolled_back_automatically_by_the_monitor(loop_airflow,
     promote_version(params, settings, bad, "e2e: bad release", force=True)
     simulate_traffic(TrafficSpec(start + timedelta(days=3), 2, "stable", None, rows_per_day=1000, label_delay_days=1,
                                  label_fraction=1.0), params, settings, lake)
-    airflow.wait_for_backfill(airflow.backfill("ctloop_monitor", "2026-01-17", "2026-01-18", 1), timeout=900)
+    airflow.wait_for_backfill(airflow.backfill("support_escalation__monitor", "2026-01-17", "2026-01-18", 1), timeout=900)
 
-    runs = {r["logical_date"][:10]: r for r in airflow.dag_runs("ctloop_monitor")}
-    guarded = {t["task_id"]: t["state"] for t in airflow.task_instances("ctloop_monitor", runs["2026-01-18"]["dag_run_id"])}
+    runs = {r["logical_date"][:10]: r for r in airflow.dag_runs("support_escalation__monitor")}
+    guarded = {t["task_id"]: t["state"] for t in airflow.task_instances("support_escalation__monitor", runs["2026-01-18"]["dag_run_id"])}
     assert guarded["guard_new_champion"] == "success", guarded
     assert str(client.get_model_version_by_alias(name, "champion").version) == good
     tags = client.get_model_version(name, bad).tags
     assert "automatic rollback" in tags["ctloop.rolled_back_reason"] and "ctloop.gate_decision" not in tags
     last = read_history(settings, name)[-1]
-    assert last["kind"] == "rollback" and last["actor"].startswith("airflow:ctloop_monitor/")
+    assert last["kind"] == "rollback" and last["actor"].startswith("airflow:support_escalation__monitor/")
     assert {"alias": "champion", "from": bad, "to": good} in last["moves"]
     decision = json.loads((lake.root / "reports" / "monitor" / "dt=2026-01-18" / "rollback.json").read_text())
     assert decision["decision"]["quality_window"] == "2026-01-17"
     assert decision["decision"]["previous_quality"] - decision["decision"]["champion_quality"] > 0.05
-    assets = airflow.api("GET", "/assets", params={"name_pattern": "ctloop_rollback_alert"})["assets"]
+    assets = airflow.api("GET", "/assets", params={"name_pattern": "ctloop/support_escalation/rollback"})["assets"]
     events = airflow.api("GET", "/assets/events", params={"asset_id": assets[0]["id"]})["asset_events"]
     assert events and events[-1]["extra"]["rolled_back"] == bad
     rollback = [r.body for r in receivers[0].requests if r.body["event"] == "rollback"]
@@ -303,8 +303,8 @@ def test_postgresql_restarted_under_the_scheduler_the_loop_goes_on(loop_stack) -
         time.sleep(2)
         restarted += airflow.restart_exited()
     airflow.wait_healthy()
-    airflow.unpause("ctloop_labels")
-    run_id = airflow.trigger("ctloop_labels", logical_date="2026-01-10T00:00:00Z")
-    [run] = airflow.wait_for_runs("ctloop_labels", 1, timeout=300, run_filter=run_id)
+    airflow.unpause("support_escalation__labels")
+    run_id = airflow.trigger("support_escalation__labels", logical_date="2026-01-10T00:00:00Z")
+    [run] = airflow.wait_for_runs("support_escalation__labels", 1, timeout=300, run_filter=run_id)
     assert run["state"] == "success", restarted  # no label delivery that day: the task is skipped, the run succeeds
     airflow.check_processes()

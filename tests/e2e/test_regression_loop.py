@@ -70,15 +70,15 @@ def _client(settings):  # type: ignore[no-untyped-def]
 
 def test_the_scheduler_ingests_trains_gates_and_promotes_a_regressor(regression_airflow) -> None:  # type: ignore[no-untyped-def]
     airflow, settings, _ = regression_airflow
-    airflow.wait_for_dags(["ctloop_ingest", "ctloop_retrain", "ctloop_monitor"])
-    for dag in ("ctloop_ingest", "ctloop_retrain"):
+    airflow.wait_for_dags(["flight_arrival_delay__ingest", "flight_arrival_delay__retrain", "flight_arrival_delay__monitor"])
+    for dag in ("flight_arrival_delay__ingest", "flight_arrival_delay__retrain"):
         airflow.unpause(dag)
-    airflow.wait_for_backfill(airflow.backfill("ctloop_ingest", "2013-01-07", "2013-01-16"), timeout=900)
-    states = {r["logical_date"][:10]: r["state"] for r in airflow.dag_runs("ctloop_ingest")}
+    airflow.wait_for_backfill(airflow.backfill("flight_arrival_delay__ingest", "2013-01-07", "2013-01-16"), timeout=900)
+    states = {r["logical_date"][:10]: r["state"] for r in airflow.dag_runs("flight_arrival_delay__ingest")}
     assert set(states.values()) == {"success"} and len(states) == 10, states
 
-    airflow.trigger("ctloop_retrain", conf={"reason": "e2e: first regressor", "window_days": 8})
-    [run] = airflow.wait_for_runs("ctloop_retrain", 1, timeout=900)
+    airflow.trigger("flight_arrival_delay__retrain", conf={"reason": "e2e: first regressor", "window_days": 8})
+    [run] = airflow.wait_for_runs("flight_arrival_delay__retrain", 1, timeout=900)
     assert run["state"] == "success", run
 
     client, params = _client(settings)
@@ -140,9 +140,9 @@ def test_served_minutes_are_logged_and_a_delay_storm_retrains_through_the_asset(
     log = pd.concat([pd.read_parquet(f) for f in (settings.lake_root / "predictions").glob("dt=*/hour=*/*.parquet")])
     assert len(log) == len(calm) + len(storm) and (log["prediction"] == log["score"]).all()
 
-    before = {r["dag_run_id"] for r in airflow.dag_runs("ctloop_retrain")}
-    airflow.unpause("ctloop_monitor")
-    airflow.wait_for_backfill(airflow.backfill("ctloop_monitor", "2013-01-18", "2013-01-18", 1), timeout=600)
+    before = {r["dag_run_id"] for r in airflow.dag_runs("flight_arrival_delay__retrain")}
+    airflow.unpause("flight_arrival_delay__monitor")
+    airflow.wait_for_backfill(airflow.backfill("flight_arrival_delay__monitor", "2013-01-18", "2013-01-18", 1), timeout=600)
     summary = json.loads((settings.lake_root / "reports" / "monitor" / "dt=2013-01-18" / "summary.json").read_text())
     assert summary["decision"]["trigger"], summary["decision"]
     assert any(r.startswith("prediction drift") for r in summary["decision"]["reasons"]), summary["decision"]
@@ -154,7 +154,7 @@ def test_served_minutes_are_logged_and_a_delay_storm_retrains_through_the_asset(
     deadline = time.monotonic() + 900
     new: list[dict] = []
     while time.monotonic() < deadline:
-        new = [r for r in airflow.dag_runs("ctloop_retrain") if r["dag_run_id"] not in before]
+        new = [r for r in airflow.dag_runs("flight_arrival_delay__retrain") if r["dag_run_id"] not in before]
         if new and new[0]["state"] in ("success", "failed"):
             break
         time.sleep(2)

@@ -17,7 +17,7 @@ import pytest
 
 from ctloop.core.errors import DependencyUnavailable
 from ctloop.dev.local_airflow import free_port
-from tests.conftest import REPO, gate_version, run_cli, version_with_run
+from tests.conftest import SPEC, gate_version, run_cli, version_with_run
 from tests.stack_helpers import KillSwitchProxy, MlflowServer
 
 pytestmark = pytest.mark.faults
@@ -34,7 +34,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
 
 
 def _env(home: Path, uri: str) -> dict[str, str]:
-    return {"CTLOOP_HOME": str(home), "CTLOOP_PARAMS": str(REPO / "params.yaml"), "CTLOOP_MLFLOW_TRACKING_URI": uri,
+    return {"CTLOOP_HOME": str(home), "CTLOOP_PARAMS": str(SPEC), "CTLOOP_MLFLOW_TRACKING_URI": uri,
             "CTLOOP_MLFLOW_RETRIES": "1", "CTLOOP_MLFLOW_TIMEOUT_SECONDS": "3"}
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, gate_version, run_cli, version_with_run
+from ctloop.core.params import spec_text
+from tests.conftest import SPEC, gate_version, run_cli, version_with_run
 from tests.stack_helpers import KillSwitchProxy, MlflowServer
 
 pytestmark = pytest.mark.faults
@@ -30,7 +31,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
 
 
 def _env(home: Path, uri: str) -> dict[str, str]:
-    return {"CTLOOP_HOME": str(home), "CTLOOP_PARAMS": str(REPO / "params.yaml"), "CTLOOP_MLFLOW_TRACKING_URI": uri,
+    return {"CTLOOP_HOME": str(home), "CTLOOP_PARAMS": str(SPEC), "CTLOOP_MLFLOW_TRACKING_URI": uri,
             "CTLOOP_MLFLOW_RETRIES": "1", "CTLOOP_MLFLOW_TIMEOUT_SECONDS": "5"}
 
 
@@ -50,7 +51,7 @@ def test_a_promotion_killed_after_any_alias_move_converges(tmp_path: Path, serve
 
     name = f"{MODEL}_kill{moves_before_kill}"
     params = tmp_path / "params.yaml"
-    params.write_text((REPO / "params.yaml").read_text().replace("registered_model: support_escalation",
+    params.write_text(spec_text(SPEC).replace("registered_model: support_escalation",
                                                                  f"registered_model: {name}"))
     _fresh_model(server, name, 3)
     direct = MlflowClient(server.url, server.url)
@@ -92,7 +93,7 @@ def test_the_tracking_server_killed_mid_training_is_one_line_and_the_next_run_tr
 
     name = f"{MODEL}_train"
     params = tmp_path / "params.yaml"
-    params.write_text((REPO / "params.yaml").read_text().replace("registered_model: support_escalation",
+    params.write_text(spec_text(SPEC).replace("registered_model: support_escalation",
                                                                  f"registered_model: {name}"))
     lake = Lake(tmp_path / "home" / "lake")
     from datetime import date, timedelta
@@ -127,14 +128,14 @@ def test_two_promotions_at_once_exactly_one_wins(tmp_path: Path) -> None:
     from ctloop.registry.mlflow_registry import configure_mlflow
 
     home = tmp_path / "home"
-    settings = Settings(home=home, params=REPO / "params.yaml")
+    settings = Settings(home=home, params=SPEC)
     client = configure_mlflow(settings)
-    name = load_params(REPO / "params.yaml").training.registered_model
+    name = load_params(SPEC).training.registered_model
     client.create_registered_model(name)
     for _ in range(3):
         version_with_run(client, name)
     gate_version(client, name, "1", True, None, ["first"])
-    env = {"CTLOOP_HOME": str(home), "CTLOOP_PARAMS": str(REPO / "params.yaml")}
+    env = {"CTLOOP_HOME": str(home), "CTLOOP_PARAMS": str(SPEC)}
     assert run_cli("promote", "1", "--reason", "first", env=env).returncode == 0
     for v in ("2", "3"):  # both gated against champion v1
         gate_version(client, name, v, True, "1", [f"gate {v}"])

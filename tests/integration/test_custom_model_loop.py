@@ -86,7 +86,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:  # type: 
             assert ingest_day(day, params, lake, context).status == "curated"
         data = training_set_dir(lake, "custom")
         prepare(params, lake, DAYS[-1] + timedelta(days=1), 8, data,
-                describe_trigger("manual", "custom model test", None, "ctloop_retrain", "manual__x"))
+                describe_trigger("manual", "custom model test", None, "support_escalation__retrain", "manual__x"))
         validate_training_set(params, settings, data)
         yield {"settings": settings, "params": params, "lake": lake, "data": data, "env": env, "root": root,
                "params_file": params_file, "code_file": code / "pipelines.py"}

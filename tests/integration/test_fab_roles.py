@@ -72,21 +72,21 @@ def test_each_role_gets_what_it_may_do(fab_airflow: Any) -> None:
 
     # everyone may read the DAGs and their runs
     for client in (viewer, operator, admin):
-        assert client.get("/dags/ctloop_approve").json()["dag_id"] == "ctloop_approve"
-        assert client.get("/dags/ctloop_retrain/dagRuns").status_code == 200
+        assert client.get("/dags/support_escalation__approve").json()["dag_id"] == "support_escalation__approve"
+        assert client.get("/dags/support_escalation__retrain/dagRuns").status_code == 200
 
     # the viewer may not trigger, approve, pause or clear
-    assert viewer.post("/dags/ctloop_approve/dagRuns", json=approve).status_code == 403
-    assert viewer.post("/dags/ctloop_retrain/dagRuns", json={"conf": {"reason": "x"}, "logical_date": None}).status_code == 403
-    assert viewer.patch("/dags/ctloop_retrain", json={"is_paused": False}).status_code == 403
+    assert viewer.post("/dags/support_escalation__approve/dagRuns", json=approve).status_code == 403
+    assert viewer.post("/dags/support_escalation__retrain/dagRuns", json={"conf": {"reason": "x"}, "logical_date": None}).status_code == 403
+    assert viewer.patch("/dags/support_escalation__retrain", json={"is_paused": False}).status_code == 403
 
     # the operator approves (ctloop_approve with the typed form's conf), triggers a retrain and unpauses
-    run = operator.post("/dags/ctloop_approve/dagRuns", json=approve)
+    run = operator.post("/dags/support_escalation__approve/dagRuns", json=approve)
     assert run.status_code == 200, run.text[:300]
     assert run.json()["conf"] == approve["conf"]
-    retrain = operator.post("/dags/ctloop_retrain/dagRuns", json={"conf": {"reason": "operator test"}, "logical_date": None})
+    retrain = operator.post("/dags/support_escalation__retrain/dagRuns", json={"conf": {"reason": "operator test"}, "logical_date": None})
     assert retrain.status_code == 200, retrain.text[:300]
-    assert operator.patch("/dags/ctloop_retrain", json={"is_paused": False}).json()["is_paused"] is False
+    assert operator.patch("/dags/support_escalation__retrain", json={"is_paused": False}).json()["is_paused"] is False
 
     # users and roles are the admin's alone
     assert admin.get(f"{fab_airflow.base_url}/auth/fab/v1/users").status_code == 200

@@ -56,7 +56,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:  # type: 
             assert ingest_day(day, params, lake, context).status == "curated"
         data = training_set_dir(lake, "first-champion")
         prepare(params, lake, DAYS[-1] + timedelta(days=1), 8, data, describe_trigger("manual", "lineage test", None,
-                                                                                       "ctloop_retrain", "manual__x"))
+                                                                                       "support_escalation__retrain", "manual__x"))
         validate_training_set(params, settings, data)
         trained = train(params, settings, data)
         evaluate(params, settings, data, trained.version, trained.run_id)

@@ -72,28 +72,29 @@ def test_costed_tasks_send_gauges_and_keep_the_run_totals(statsd: StatsdReceiver
         _burn(0.1)
     upstream.rows = 5000
 
-    @costed("ctloop_retrain", "train_challenger", rows=lambda r: r["train_rows"], attach=True)
-    def train() -> dict:
+    @costed("retrain", "train_challenger", rows=lambda r: r["train_rows"], attach=True)
+    def train(model: str | None) -> dict:
         _burn(0.3)
         return {"run_id": run_id, "train_rows": 4000, "upstream_costs": [upstream.to_dict()]}
 
-    @costed("ctloop_retrain", "evaluate", rows=lambda r: r["test_rows"], attach=True)
-    def evaluate() -> dict:
+    @costed("retrain", "evaluate", rows=lambda r: r["test_rows"], attach=True)
+    def evaluate(model: str | None) -> dict:
         _burn(0.2)
         return {"run_id": run_id, "test_rows": 1000}
 
-    trained = train()
+    trained = train("support_escalation")
     assert trained["cost"]["task"] == "train_challenger" and trained["cost"]["rows"] == 4000
     lines = _wait(statsd, 4)
     gauges = {(name, tags["task"]): (value, tags) for name, value, kind, tags in lines if kind == "g"}
     cpu, tags = gauges[("ctloop.task.cpu_seconds", "train_challenger")]
-    assert cpu >= 0.29 and tags == {"dag": "ctloop_retrain", "task": "train_challenger", "outcome": "success"}
+    assert cpu >= 0.29 and tags == {"model": "support_escalation", "dag": "support_escalation__retrain",
+                                             "task": "train_challenger", "outcome": "success"}
     assert gauges[("ctloop.task.rows", "train_challenger")][0] == 4000
     metrics = client.get_run(run_id).data.metrics
     assert metrics["cost.total.tasks"] == 2 and metrics["cost.build_training_set.rows"] == 5000
     assert metrics["cost.total.rows"] == 9000
 
-    evaluate()
+    evaluate("support_escalation")
     metrics = client.get_run(run_id).data.metrics
     tasks = ("build_training_set", "train_challenger", "evaluate")
     assert metrics["cost.total.tasks"] == 3 and metrics["cost.total.rows"] == 10000
@@ -103,15 +104,16 @@ def test_costed_tasks_send_gauges_and_keep_the_run_totals(statsd: StatsdReceiver
     assert metrics["cost.total.wall_seconds"] == pytest.approx(sum(metrics[f"cost.{t}.wall_seconds"] for t in tasks))
     assert all(metrics[f"cost.{t}.wall_seconds"] >= metrics[f"cost.{t}.cpu_seconds"] * 0.9 > 0 for t in tasks)
 
-    @costed("ctloop_ingest", "validate_batch")
-    def broken() -> dict:
+    @costed("ingest", "validate_batch")
+    def broken(model: str | None) -> dict:
         raise ValueError("bad batch")
 
     with pytest.raises(ValueError, match="bad batch"):
-        broken()
+        broken("support_escalation")
     lines = _wait(statsd, len(statsd.lines) + 1)
-    assert any(name == "ctloop.task.wall_seconds" and tags == {"dag": "ctloop_ingest", "task": "validate_batch",
-                                                                "outcome": "failed"} for name, _, _, tags in lines)
+    assert any(name == "ctloop.task.wall_seconds" and tags == {"model": "support_escalation", "task": "validate_batch",
+                                                                "dag": "support_escalation__ingest", "outcome": "failed"}
+               for name, _, _, tags in lines)
 
 
 def test_metrics_off_or_unreachable_never_fail(ctloop_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:

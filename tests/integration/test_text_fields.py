@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import REPO, run_cli
+from ctloop.core.params import read_spec
+from tests.conftest import REPO, SPEC, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +36,7 @@ def text_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
     from ctloop.validation.context import open_context
 
     root = tmp_path_factory.mktemp("text")
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = read_spec(SPEC)
     columns = raw["dataset"]["columns"]
     raw["dataset"]["columns"] = {**{k: v for k, v in columns.items() if k != "escalated"},
                                  "subject": {"type": "text"}, "escalated": columns["escalated"]}

@@ -19,9 +19,9 @@ from ctloop.core.errors import ConfigError
 from ctloop.core.params import TrainingSpec, load_params
 from ctloop.data.simulator import SimulationSpec, simulate_day
 from ctloop.estimators.pipeline import build_model
-from tests.conftest import REPO, write_params
+from tests.conftest import SPEC, write_params
 
-PARAMS = load_params(REPO / "params.yaml")
+PARAMS = load_params(SPEC)
 CONTRACT = PARAMS.dataset
 
 

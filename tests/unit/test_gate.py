@@ -8,7 +8,7 @@ from ctloop.core.params import GateSpec, load_params
 from ctloop.decisions.gate import GateDecision, decide
 from ctloop.evaluation.records import ModelEvaluation
 
-POLICY = load_params(Path(__file__).resolve().parents[2] / "params.yaml").gate
+POLICY = load_params(Path(__file__).resolve().parents[2] / "models" / "support_escalation.yaml").gate
 GOOD = {"roc_auc": 0.84, "f1_score": 0.60, "log_loss": 0.43, "brier_score": 0.14}
 SLICES = {"channel": {"chat": {"rows": 900.0, "roc_auc": 0.83}, "phone": {"rows": 300.0, "roc_auc": 0.86}}}
 

@@ -88,7 +88,7 @@ def test_the_serving_process_never_imports_airflow() -> None:
             "import ctloop.data.predictions, ctloop.registry.mlflow_registry, ctloop.estimators.compiled\n"
             "from ctloop.core.params import load_params\n"
             "from ctloop.core.settings import get_settings\n"
-            "create_app(get_settings(), load_params(get_settings().params))\n"
+            "create_app(get_settings(), load_params(get_settings().spec_path))\n"
             "print(sorted(m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]

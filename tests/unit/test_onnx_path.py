@@ -19,10 +19,10 @@ from ctloop.estimators.compiled import probe_records
 from ctloop.estimators.onnx import TOLERANCE, verified_onnx
 from ctloop.estimators.pipeline import build_model, build_pipeline, default_pipeline
 from ctloop.estimators.scoring import predict_scores, records_frame
-from tests.conftest import REPO
+from tests.conftest import REPO, SPEC
 from tests.serving_helpers import training_frame
 
-PARAMS = load_params(REPO / "params.yaml")
+PARAMS = load_params(SPEC)
 
 
 def custom(class_path: str, **params: Any) -> Any:

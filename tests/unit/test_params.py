@@ -6,14 +6,15 @@ import pytest
 import yaml
 
 from ctloop.core.errors import ConfigError
-from ctloop.core.params import load_params
+from ctloop.core.params import load_params, read_spec
 from ctloop.core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
+SPEC = REPO / "models" / "support_escalation.yaml"
 
 
 def _write(tmp_path: Path, mutate) -> Path:  # type: ignore[no-untyped-def]
-    data = yaml.safe_load((REPO / "params.yaml").read_text())
+    data = read_spec(SPEC)
     mutate(data)
     p = tmp_path / "params.yaml"
     p.write_text(yaml.safe_dump(data))
@@ -21,7 +22,7 @@ def _write(tmp_path: Path, mutate) -> Path:  # type: ignore[no-untyped-def]
 
 
 def test_repo_params_load_and_derive_features() -> None:
-    params = load_params(REPO / "params.yaml")
+    params = load_params(SPEC)
     ds = params.dataset
     assert ds.target == "escalated" and ds.id not in ds.features and ds.timestamp not in ds.features
     assert "sentiment" in ds.numeric_features and "channel" in ds.categorical_features
@@ -58,9 +59,11 @@ def test_unreadable_params(tmp_path: Path) -> None:
 def test_settings_come_from_ctloop_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CTLOOP_HOME", str(tmp_path / "h"))
     monkeypatch.setenv("CTLOOP_SCHEDULE_END", "2030-02-03")
+    monkeypatch.delenv("CTLOOP_PARAMS", raising=False)
     s = Settings()
     assert s.home == (tmp_path / "h").resolve()
-    assert s.lake_root == s.home / "lake"
+    assert s.model == "support_escalation" and s.spec_path == s.models_dir / "support_escalation.yaml"
+    assert s.lake_root == s.home / "lake" / "support_escalation", "each model's part of the lake"
     assert s.tracking_uri == f"sqlite:///{s.home / 'mlflow' / 'mlflow.db'}"
     assert s.schedule_end is not None and s.schedule_end.isoformat() == "2030-02-03"
     monkeypatch.setenv("CTLOOP_SCHEDULE_END", "not-a-date")

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from ctloop.core.errors import ConfigError
 from ctloop.core.params import Params, load_params
 from ctloop.core.task import GREATER_IS_BETTER, worse_by
-from tests.conftest import REPO
+from tests.conftest import REPO, SPEC
 
 EXAMPLE = REPO / "examples" / "flights_arrival" / "params.yaml"
 
@@ -65,7 +65,7 @@ def test_a_regression_gets_its_own_defaults(tmp_path: Path) -> None:
     assert params.monitoring.quality_metric == "r2_score" and params.gate.slices.metric == "r2_score"
     assert set(params.gate.metrics) == {"r2_score", "root_mean_squared_error"}
     assert params.gate.metrics["root_mean_squared_error"].greater_is_better is False
-    binary = load_params(REPO / "params.yaml")
+    binary = load_params(SPEC)
     assert binary.dataset.task == "binary" and binary.monitoring.quality_metric == "roc_auc"
 
 

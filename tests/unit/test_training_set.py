@@ -13,7 +13,7 @@ from ctloop.data.store import Lake
 from ctloop.data.training_set import build_training_set, latest_as_of, select_window
 from ctloop.estimators.pipeline import build_pipeline
 
-PARAMS = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
+PARAMS = load_params(Path(__file__).resolve().parents[2] / "models" / "support_escalation.yaml")
 D = [date(2026, 1, 1) + timedelta(days=i) for i in range(20)]
 
 

@@ -1,6 +1,6 @@
 """``ctloop <verb>``: the public face. DAG tasks, ``dvc.yaml`` stages and tests call the same flows.
 
-One module per verb group (``data``, ``training``, ``registry``, ``monitoring``, ``lineage``, ``serving``,
+One module per verb group (``data``, ``deployment``, ``training``, ``registry``, ``monitoring``, ``lineage``, ``serving``,
 ``dev``); :mod:`ctloop.cli.app` holds the app and what every verb shares.
 """
 
@@ -13,17 +13,37 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
-from ctloop.cli import data, dev, lineage, monitoring, registry, serving, training  # noqa: F401  (registers the verbs)
+from ctloop.cli import data, deployment, dev, lineage, monitoring, registry, serving, training  # noqa: F401  (registers the verbs)
 from ctloop.cli.app import alert_in_process, app, quiet_libraries
 from ctloop.core.audit import subscribe
 from ctloop.core.errors import CtloopError
+
+
+def hoist_model_option(argv: list[str]) -> list[str]:
+    """``--model NAME`` (or ``-m``) given after the verb moves before it, where the app's option reads it:
+    every verb takes it in either place. Nothing after ``--`` moves."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    head, tail = argv[:end], argv[end:]
+    moved: list[str] = []
+    i = 0
+    while i < len(head):
+        arg = head[i]
+        if arg in ("--model", "-m") and i + 1 < len(head) and i > 0:
+            moved += [arg, head[i + 1]]
+            del head[i:i + 2]
+            continue
+        if arg.startswith("--model=") and i > 0:
+            moved.append(head.pop(i))
+            continue
+        i += 1
+    return moved + head + tail
 
 
 def main() -> None:
     quiet_libraries()
     subscribe(alert_in_process)
     try:
-        code = app(standalone_mode=False)
+        code = app(args=hoist_model_option(sys.argv[1:]), standalone_mode=False)
     except CtloopError as e:
         typer.echo(f"ctloop: error: {e}", err=True)
         sys.exit(e.exit_code)

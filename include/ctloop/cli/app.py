@@ -40,8 +40,18 @@ app.add_typer(alerts_app, name="alerts")
 
 @app.callback()
 def root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="also show the libraries' log lines and "
-                                                "warnings on stderr")] = False) -> None:
+                                                "warnings on stderr")] = False,
+         model: Annotated[str | None, typer.Option("--model", "-m", envvar="CTLOOP_MODEL", metavar="NAME",
+                                                   help="the model to act for (models/NAME.yaml); may also follow "
+                                                        "the verb. Default: the only model")] = None) -> None:
     """ctloop: continuous training and evaluation on Airflow, MLflow, GX, Evidently and DVC."""
+    if model is not None:
+        import os
+
+        from ctloop.core.settings import get_settings
+
+        os.environ["CTLOOP_MODEL"] = model  # processes this verb starts act for the same model
+        get_settings.cache_clear()
     if verbose:
         import logging
 
@@ -119,7 +129,7 @@ def runtime() -> tuple[Settings, Params, Lake]:
     from ctloop.data.store import Lake
 
     settings = get_settings()
-    return settings, load_params(settings.params), Lake(settings.lake_root)
+    return settings, load_params(settings.spec_path), Lake(settings.lake_root)
 
 
 def alert_in_process(entry: dict[str, Any], settings: Any) -> None:

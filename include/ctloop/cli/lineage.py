@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -61,9 +62,9 @@ def reproduce(
 def audit_verify(as_json: JsonFlag = False) -> None:
     """Check the hash chain; exit 1 and name the first bad line when an entry was edited, removed or reordered."""
     from ctloop.core.audit import audit_log
+    from ctloop.core.settings import get_settings
 
-    settings, _, _ = runtime()
-    log = audit_log(settings)
+    log = audit_log(get_settings())  # one chain for the deployment
     result = log.verify()
     emit(result.to_dict() | {"log": str(log.path)}, as_json,
           f"{log.path}: {result.entries} entries, chain intact" if result.ok else
@@ -78,21 +79,25 @@ def audit_show(
     kind: Annotated[str | None, typer.Option(help="only this kind of decision")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """The decisions, oldest first."""
+    """The decisions of every model, oldest first (``--model``: that model's only)."""
     from datetime import datetime
 
     from ctloop.core.audit import audit_log, entries_since
+    from ctloop.core.settings import get_settings
 
-    settings, _, _ = runtime()
+    settings = get_settings()  # one chain for the deployment
     try:
         floor = datetime.fromisoformat(since) if since else None
     except ValueError as e:
         raise typer.BadParameter(f"--since {since!r}: expected an ISO 8601 time such as 2026-01-31T12:00") from e
     entries = [e for e in entries_since(audit_log(settings).entries(), floor) if kind is None or e["kind"] == kind]
+    if os.environ.get("CTLOOP_MODEL"):
+        entries = [e for e in entries if e.get("model") == os.environ["CTLOOP_MODEL"]]
     if as_json:
         emit({"entries": entries}, True, "")
         return
     for entry in entries:
         reasons = f" - {'; '.join(entry['reasons'])}" if entry["reasons"] else ""
+        model = f"{entry['model']}: " if entry.get("model") else ""
         typer.echo(f"#{entry['seq']} {entry['at'][:19]} {entry['kind']:<13} {entry['outcome']:<10} "
-                   f"{entry['subject']}{reasons}"[:400])
+                   f"{model}{entry['subject']}{reasons}"[:400])

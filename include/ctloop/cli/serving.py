@@ -55,12 +55,14 @@ def alerts_send(
     """Send the alert an audit entry raises through the alerts connection (what `ctloop serve` hands off)."""
     from ctloop.airflow_edge import alert_on_audit
     from ctloop.core.audit import audit_log, unsubscribe
+    from ctloop.core.settings import get_settings
 
     unsubscribe(alert_in_process)
-    settings, _, _ = runtime()
+    settings = get_settings()
     entry = next((e for e in audit_log(settings).entries() if e.get("seq") == seq), None)
     if entry is None:
         raise ConfigError(f"{audit_log(settings).path}: no audit entry #{seq}")
+    settings = settings.for_model(entry.get("model"))  # the alerts spec of the model the entry is about
     delivery = alert_on_audit(entry, settings)
     body = delivery.to_dict() if delivery is not None else {"event": None, "delivered": False}
     emit(body, as_json, f"audit #{seq}: " + ("no alert" if delivery is None else
@@ -93,10 +95,10 @@ def routes(
         current = r.json()["routes"]
     else:
         try:
-            routes_now = read_routes(settings.home, params.serving)
+            routes_now = read_routes(settings.state_dir, params.serving)
             if changes:
                 routes_now = routes_now.changed("ctloop routes", **changes)
-                write_routes(settings.home, routes_now)
+                write_routes(settings.state_dir, routes_now)
         except ValueError as e:
             raise ConfigError(str(e)) from e
         current = routes_now.to_dict()
@@ -104,5 +106,5 @@ def routes(
             + (f" (stopped {current['stopped']['at']}: {'; '.join(current['stopped']['reasons'])})"
                if current.get("stopped") else "")
             + f"\nshadow: {'@' + current['shadow_alias'] if current['shadow'] else 'off'}"
-            + f"\nfile:   {routes_path(settings.home)}")
+            + f"\nfile:   {routes_path(settings.state_dir)}")
     emit(current, as_json, text)

@@ -1,6 +1,24 @@
-"""Names of the Airflow Assets that connect the DAGs (strings only: the library does not import Airflow)."""
+"""Names of the Airflow Assets that connect a model's DAGs (strings only: the library does not import
+Airflow). Each model has its own, so a drift of one model never schedules another model's retrain."""
 
-CURATED = "ctloop_curated_data"
-DRIFT = "ctloop_drift_detected"
-ROLLBACK_ALERT = "ctloop_rollback_alert"
-LABELS = "ctloop_labels_arrived"
+from __future__ import annotations
+
+
+def curated(model: str) -> str:
+    """Emitted by ``<model>__ingest`` for each curated partition."""
+    return f"ctloop/{model}/curated"
+
+
+def drift(model: str) -> str:
+    """Emitted by ``<model>__monitor`` when its policy triggers; schedules ``<model>__retrain``."""
+    return f"ctloop/{model}/drift"
+
+
+def rollback_alert(model: str) -> str:
+    """Emitted by ``<model>__monitor`` when it rolled the champion back."""
+    return f"ctloop/{model}/rollback"
+
+
+def labels(model: str) -> str:
+    """Emitted by ``<model>__labels`` for each stored label delivery."""
+    return f"ctloop/{model}/labels"

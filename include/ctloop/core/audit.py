@@ -52,6 +52,7 @@ class AuditEntry:
     actor: str
     prev: str
     hash: str = ""
+    model: str | None = None  # the model the decision is about (one chain for the deployment)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,7 +83,8 @@ class AuditLog:
         return int(head["seq"]), str(head["hash"])
 
     def append(self, kind: str, subject: str, outcome: str, reasons: list[str] | tuple[str, ...] = (),
-               details: dict[str, Any] | None = None, actor: str | None = None) -> AuditEntry:
+               details: dict[str, Any] | None = None, actor: str | None = None,
+               model: str | None = None) -> AuditEntry:
         if kind not in KINDS:
             raise ValueError(f"unknown audit kind {kind!r}; one of {KINDS}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,7 +93,7 @@ class AuditLog:
             body = {"seq": seq + 1, "at": datetime.now(UTC).isoformat(timespec="microseconds"), "kind": kind,
                     "subject": subject, "outcome": outcome, "reasons": [str(r) for r in reasons],
                     "details": json.loads(json.dumps(details or {}, default=str)),
-                    "actor": actor or os.environ.get("CTLOOP_ACTOR", "ctloop"), "prev": prev}
+                    "actor": actor or os.environ.get("CTLOOP_ACTOR", "ctloop"), "prev": prev, "model": model}
             entry = AuditEntry(**body, hash=_digest(body))
             with self.path.open("a") as fh:
                 fh.write(json.dumps(entry.to_dict(), sort_keys=True, separators=(",", ":")) + "\n")
@@ -189,7 +191,7 @@ def record(kind: str, subject: str, outcome: str, reasons: list[str] | tuple[str
     from ctloop.core.settings import get_settings
 
     s = settings or get_settings()
-    entry = audit_log(s).append(kind, subject, outcome, reasons, details, actor)
+    entry = audit_log(s).append(kind, subject, outcome, reasons, details, actor, model=s.model)
     for callback in list(_subscribers):
         try:
             callback(entry.to_dict(), s)

@@ -1,4 +1,5 @@
-"""``params.yaml``: the dataset contract and every policy, read the same way by DAGs, the CLI and DVC stages.
+"""A model's spec (``models/<name>.yaml`` over ``models/_defaults.yaml``): the dataset contract and every
+policy, read the same way by DAGs, the CLI and DVC stages.
 
 A bad file fails with one :class:`~ctloop.core.errors.ConfigError` naming the key (``dataset.columns.x.type``).
 """
@@ -14,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ctloop.core.errors import ConfigError
+from ctloop.core.settings import DEFAULTS_FILE
 from ctloop.core.task import (
     DEFAULT_GATE,
     DEFAULT_QUALITY,
@@ -44,7 +46,8 @@ class ColumnSpec(_Strict):
 
 
 class DatasetSpec(_Strict):
-    name: str
+    # the model's name: DAG ids (<name>__ingest), Assets, the lake prefix, metric labels
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
     id: str
     timestamp: str
     target: str
@@ -446,7 +449,7 @@ class AlertsSpec(_Strict):
 
 class LabelsSpec(_Strict):
     """Delayed ground truth from a real system: a file per day (``path`` with ``{ds}``, Parquet or CSV)
-    ingested by ``ctloop_labels`` / ``ctloop labels ingest``, and ``POST /feedback`` on ``ctloop serve``.
+    ingested by ``<model>__labels`` / ``ctloop labels ingest``, and ``POST /feedback`` on ``ctloop serve``.
     Both land in ``labels/dt=<day the labels arrived>/``, which the monitor joins on the request id."""
 
     path: str | None = None  # e.g. "data/labels/dt={ds}/*.parquet"; none: labels come through /feedback only
@@ -519,16 +522,70 @@ def _format_error(path: Path, err: ValidationError) -> str:
     return f"{path}: {key}: {msg}{more}" if key else f"{path}: {msg}{more}"  # a whole-file check names its key
 
 
-def load_params(path: Path) -> Params:
-    """Read and check ``params.yaml``; every problem is a :class:`ConfigError` naming the file and key."""
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``, mapping by mapping (a list or a value replaces; ``null`` keeps nothing)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read_yaml(path: Path, what: str) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError as e:
-        raise ConfigError(f"{path}: params file not found") from e
+        raise ConfigError(f"{path}: {what} not found") from e
+    except IsADirectoryError as e:
+        raise ConfigError(f"{path}: {what} is a directory, not a YAML file") from e
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+    if raw is None and what == "shared defaults":
+        return {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    return raw
+
+
+def read_spec(path: Path) -> dict[str, Any]:
+    """A model spec as one mapping: the shared defaults (``_defaults.yaml`` beside the spec, when there is
+    one) with the spec's own keys on top. A spec in a models folder is named by its file: ``dataset.name``
+    defaults to the file's stem, and what each model must own defaults from the name (the MLflow
+    experiment and registered model, the two GX suites), so that adding a model is adding one file."""
+    defaults_path = path.parent / DEFAULTS_FILE
+    if path.name == DEFAULTS_FILE:
+        raise ConfigError(f"{path}: the shared defaults are not a model spec")
+    spec = _read_yaml(path, "model spec")
+    if not defaults_path.is_file():
+        return spec
+    raw = _merge(_read_yaml(defaults_path, "shared defaults"), spec)
+    name = path.stem
+    dataset = raw.get("dataset")
+    if isinstance(dataset, dict):
+        given = dataset.setdefault("name", name)
+        if given != name:
+            raise ConfigError(f"{path}: dataset.name: {given!r} must be the file's name {name!r} (a model is "
+                              f"named by its spec file)")
+    for section, key, value in (("training", "registered_model", name), ("training", "experiment", f"ctloop-{name}"),
+                                ("training", "suite", f"{name}_training_set"), ("validation", "suite", f"{name}_batch")):
+        part = raw.setdefault(section, {})
+        if isinstance(part, dict):
+            part.setdefault(key, value)
+    return raw
+
+
+def spec_text(path: Path) -> str:
+    """The spec as resolved over the shared defaults, as YAML: what lineage stores and hashes."""
+    return yaml.safe_dump(read_spec(path), sort_keys=False)
+
+
+def load_params(path: Path) -> Params:
+    """Read and check one model's spec (with the shared defaults beside it); every problem is a
+    :class:`ConfigError` naming the file and key."""
+    raw = read_spec(path)
     try:
         return Params.model_validate(raw)
     except ValidationError as e:
@@ -538,4 +595,4 @@ def load_params(path: Path) -> Params:
 def get_params() -> Params:
     from ctloop.core.settings import get_settings
 
-    return load_params(get_settings().params)
+    return load_params(get_settings().spec_path)

@@ -1,5 +1,5 @@
 """The prediction log and delayed labels: the contract ``ctloop serve`` and ``ctloop simulate traffic`` write
-and ``ctloop_monitor`` reads.
+and ``<model>__monitor`` reads.
 
 - ``predictions/dt=YYYY-MM-DD/hour=HH/*.parquet``: ``request_id``, ``ts``, ``model_name``, ``model_version``,
   ``route`` (champion/canary/shadow), every feature as received, ``prediction``, ``score``, ``latency_ms``.

@@ -25,6 +25,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from ctloop.core.params import read_spec
 from ctloop.core.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -36,14 +37,15 @@ DEMO_INCIDENTS = {5: "upstream_bug", 9: "schema_break"}
 
 
 def demo_params(settings: Settings, overrides: dict[str, Any]) -> Path:
-    """Write params.yaml with the demo's overrides under CTLOOP_HOME and return its path."""
-    base = yaml.safe_load(settings.params.read_text())
+    """Write the model's spec (resolved over the shared defaults) with the demo's overrides into the demo's
+    own models folder under CTLOOP_HOME; return that folder."""
+    base = read_spec(settings.spec_path)
     for section, values in overrides.items():
         base.setdefault(section, {}).update(values)
-    out = settings.home / "demo" / "params.yaml"  # inside the demo's own home
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(yaml.safe_dump(base, sort_keys=False))
-    return out
+    models_dir = settings.home / "demo" / "models"  # inside the demo's own home
+    models_dir.mkdir(parents=True, exist_ok=True)
+    (models_dir / settings.spec_path.name).write_text(yaml.safe_dump(base, sort_keys=False))
+    return models_dir
 
 
 @dataclass(frozen=True)
@@ -92,10 +94,11 @@ def _print_days(console: Console, title: str, summary: list[DayRow], states: dic
 
 
 def _backfill(airflow: Any, console: Console, settings: Settings, days: list[date], title: str) -> list[DayRow]:
-    console.print(f"backfilling ctloop_ingest {days[0]} .. {days[-1]} through the scheduler ...")
-    airflow.wait_for_backfill(airflow.backfill("ctloop_ingest", days[0].isoformat(), days[-1].isoformat()),
+    ingest = f"{settings.model}__ingest"
+    console.print(f"backfilling {ingest} {days[0]} .. {days[-1]} through the scheduler ...")
+    airflow.wait_for_backfill(airflow.backfill(ingest, days[0].isoformat(), days[-1].isoformat()),
                               progress=lambda line: console.print(f"  {line}"))
-    states = {r["logical_date"][:10]: r["state"] for r in airflow.dag_runs("ctloop_ingest")
+    states = {r["logical_date"][:10]: r["state"] for r in airflow.dag_runs(ingest)
               if r["dag_run_id"].startswith("backfill")}
     summary = summarise_days(settings.lake_root, days)
     _print_days(console, title, summary, states)
@@ -103,16 +106,17 @@ def _backfill(airflow: Any, console: Console, settings: Settings, days: list[dat
 
 
 def _retrain(airflow: Any, console: Console, settings: Settings, reason: str) -> dict[str, Any]:
-    """Trigger ctloop_retrain through the REST API (as the UI form does) and report the gate's decision."""
+    """Trigger the model's retrain DAG through the REST API (as the UI form does) and report the gate's decision."""
     from ctloop.core.params import load_params
     from ctloop.registry.mlflow_registry import configure_mlflow, gate_decision_of
 
-    console.print(f"triggering ctloop_retrain (reason: {reason!r}) ...")
-    run_id = airflow.trigger("ctloop_retrain", conf={"reason": reason})
-    done = airflow.wait_for_runs("ctloop_retrain", 1, timeout=900, run_filter=run_id)
-    tasks = {t["task_id"]: t["state"] for t in airflow.task_instances("ctloop_retrain", run_id)}
+    retrain = f"{settings.model}__retrain"
+    console.print(f"triggering {retrain} (reason: {reason!r}) ...")
+    run_id = airflow.trigger(retrain, conf={"reason": reason})
+    done = airflow.wait_for_runs(retrain, 1, timeout=900, run_filter=run_id)
+    tasks = {t["task_id"]: t["state"] for t in airflow.task_instances(retrain, run_id)}
     client = configure_mlflow(settings)
-    name = load_params(settings.params).training.registered_model
+    name = load_params(settings.spec_path).training.registered_model
     versions = client.search_model_versions(f"name = '{name}'")
     mine = [v for v in versions if v.tags.get("ctloop.airflow.run_id") == run_id]
     result: dict[str, Any] = {"run_id": run_id, "state": done[0]["state"], "tasks": tasks}
@@ -126,15 +130,15 @@ def _retrain(airflow: Any, console: Console, settings: Settings, reason: str) ->
             console.print(f"   - {reason_line}")
         console.print(f"   promote task: {tasks.get('promote')}")
     else:
-        console.print(f"[red]ctloop_retrain run {run_id} ended {done[0]['state']}: {tasks}[/red]")
+        console.print(f"[red]{retrain} run {run_id} ended {done[0]['state']}: {tasks}[/red]")
     return result
 
 
-def _wait_for_drift_retrain(airflow: Any, known: set[str], timeout: float = 900) -> dict[str, Any] | None:
-    """After a drift event, wait for the asset-triggered ctloop_retrain run to appear and finish."""
+def _wait_for_drift_retrain(airflow: Any, retrain: str, known: set[str], timeout: float = 900) -> dict[str, Any] | None:
+    """After a drift event, wait for the asset-triggered retrain run to appear and finish."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        new = [r for r in airflow.dag_runs("ctloop_retrain") if r["dag_run_id"] not in known]
+        new = [r for r in airflow.dag_runs(retrain) if r["dag_run_id"] not in known]
         if new and all(r["state"] in ("success", "failed") for r in new):
             return dict(new[-1])
         time.sleep(1)
@@ -148,8 +152,7 @@ def _serving(console: Console, settings: Settings) -> Iterator[httpx.Client]:
     from ctloop.dev.local_airflow import free_port, telemetry_off_env
 
     port = free_port()
-    env = {**os.environ, **telemetry_off_env(), "CTLOOP_HOME": str(settings.home),
-           "CTLOOP_PARAMS": str(settings.params)}
+    env = {**os.environ, **telemetry_off_env(), **settings.process_env()}
     log_path = settings.home / "serve.log"
     with log_path.open("w") as out:
         proc = subprocess.Popen([str(Path(sys.executable).with_name("ctloop")), "serve", "--port", str(port)],
@@ -170,7 +173,7 @@ def _serving(console: Console, settings: Settings) -> Iterator[httpx.Client]:
 def _production(airflow: Any, console: Console, settings: Settings, days: list[date], scenario: str,
                 drift_start: date) -> list[dict[str, Any]]:
     """Each day: the day's requests through ``ctloop serve`` (scored by the champion of that day), then
-    that day's monitor run through the scheduler; a drift event schedules ctloop_retrain, and the next
+    that day's monitor run through the scheduler; a drift event schedules the model's retrain, and the next
     day's traffic waits until the server has hot-swapped to whatever champion the registry holds."""
     from ctloop.core.params import load_params
     from ctloop.data.store import Lake
@@ -178,7 +181,7 @@ def _production(airflow: Any, console: Console, settings: Settings, days: list[d
     from ctloop.dev.traffic import TrafficSpec
     from ctloop.registry.mlflow_registry import CHAMPION, alias_version, configure_mlflow
 
-    params = load_params(settings.params)
+    params = load_params(settings.spec_path)
     lake = Lake(settings.lake_root)
     client = configure_mlflow(settings)
     name = params.training.registered_model
@@ -188,8 +191,8 @@ def _production(airflow: Any, console: Console, settings: Settings, days: list[d
             wait_ready(server, timeout=120, champion=alias_version(client, name, CHAMPION))
             sent = send_traffic(server, TrafficSpec(day, 1, scenario, drift_start, rows_per_day=params.source.rows_per_day,
                                                     label_delay_days=2, label_fraction=0.5), params, lake)[0]
-            known = {r["dag_run_id"] for r in airflow.dag_runs("ctloop_retrain")}
-            airflow.wait_for_backfill(airflow.backfill("ctloop_monitor", day.isoformat(), day.isoformat(), 1))
+            known = {r["dag_run_id"] for r in airflow.dag_runs(f"{settings.model}__retrain")}
+            airflow.wait_for_backfill(airflow.backfill(f"{settings.model}__monitor", day.isoformat(), day.isoformat(), 1))
             summary = json.loads((lake.root / "reports" / "monitor" / f"dt={day}" / "summary.json").read_text())
             decision = summary["decision"]
             row = {"date": day.isoformat(), "rows": summary["rows"], "served": sent["served"],
@@ -198,7 +201,7 @@ def _production(airflow: Any, console: Console, settings: Settings, days: list[d
                    "quality": summary["quality"], "quality_window": summary["quality_window"],
                    "status": decision["status"], "retrain": ""}
             if decision["trigger"]:
-                run = _wait_for_drift_retrain(airflow, known)
+                run = _wait_for_drift_retrain(airflow, f"{settings.model}__retrain", known)
                 champion = client.get_model_version_by_alias(name, "champion").version
                 row["retrain"] = (f"drift -> retrain {run['state'] if run else 'not finished'}; champion v{champion}: "
                                   f"{'; '.join(decision['reasons'])[:120]}")
@@ -218,7 +221,7 @@ def _lineage_and_audit(console: Console, settings: Settings, demo_home: Path, pa
     from ctloop.flows.lineage import resolve_lineage
     from ctloop.registry.mlflow_registry import CHAMPION, alias_version, configure_mlflow
 
-    params = load_params(settings.params)
+    params = load_params(settings.spec_path)
     console.rule("lineage and audit")
     version = alias_version(configure_mlflow(settings), params.training.registered_model, CHAMPION)
     if version is not None:
@@ -233,7 +236,7 @@ def _lineage_and_audit(console: Console, settings: Settings, demo_home: Path, pa
     kinds = Counter(f"{e['kind']} {e['outcome']}" for e in log.entries())
     console.print(f"audit log {log.path}: {check.entries} decisions, chain {'intact' if check.ok else 'BROKEN'}")
     console.print("  " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
-    env = f"CTLOOP_HOME={demo_home} CTLOOP_PARAMS={params_path}"
+    env = f"CTLOOP_HOME={demo_home} CTLOOP_MODELS_DIR={params_path}"
     console.print(f"try: {env} .venv/bin/ctloop lineage {version}   |   ... ctloop reproduce {version}   |   "
                   f"... ctloop audit show;  make repro (DVC pipeline on this lake)")
 
@@ -268,12 +271,14 @@ def run_demo(days: int = 14, extra_days: int = 7, scenario: str = "covariate_shi
     # the world the data comes from: the scenario starts on production day `drift_day`
     params_path = demo_params(base, {"source": {"incidents": incidents, "scenario": scenario,
                                                             "drift_start": drift_start.isoformat()}})
-    settings = Settings(home=demo_home, params=params_path, project_dir=base.project_dir, gx_dir=base.gx_dir,
-                        lake=None, mlflow_tracking_uri=None, mlflow_artifact_root=None, schedule_end=calendar[-1])
+    settings = Settings(home=demo_home, models_dir=params_path, model=base.spec_path.stem, project_dir=base.project_dir,
+                        gx_dir=base.gx_dir, lake=None, mlflow_tracking_uri=None, mlflow_artifact_root=None,
+                        schedule_end=calendar[-1])
+    ingest, retrain, monitor = (f"{settings.model}__{flow}" for flow in ("ingest", "retrain", "monitor"))
 
     console.rule("[bold]ctloop demo")
     console.print(f"CTLOOP_HOME  {settings.home}")
-    console.print(f"params       {params_path} (params.yaml + simulated incidents {incidents})")
+    console.print(f"models       {params_path} (models/{settings.model}.yaml + simulated incidents {incidents})")
     for line in init_stores(settings):
         console.print(line)
 
@@ -282,21 +287,21 @@ def run_demo(days: int = 14, extra_days: int = 7, scenario: str = "covariate_shi
     report: dict[str, Any] = {}
     # SIGTERM/SIGINT stop every Airflow process and the server this demo started
     with stop_on_signals(), airflow:
-        airflow.wait_for_dags(["ctloop_ingest", "ctloop_retrain", "ctloop_monitor"])
-        for dag_id in ("ctloop_ingest", "ctloop_retrain", "ctloop_monitor"):
+        airflow.wait_for_dags([ingest, retrain, monitor])
+        for dag_id in (ingest, retrain, monitor):
             airflow.unpause(dag_id)
         report["first_days"] = _backfill(airflow, console, settings, calendar[:days],
-                                         f"ctloop_ingest: {days} days backfilled through the Airflow scheduler")
+                                         f"{ingest}: {days} days backfilled through the Airflow scheduler")
         report["first_retrain"] = _retrain(airflow, console, settings, "demo: first model")
         if extra_days:
             report["more_days"] = _backfill(airflow, console, settings, calendar[days:days + extra_days],
-                                            f"ctloop_ingest: {extra_days} more days")
+                                            f"{ingest}: {extra_days} more days")
             report["second_retrain"] = _retrain(airflow, console, settings, f"demo: {extra_days} new days of data")
         if production:
             console.rule(f"production: {len(production)} days of traffic, scenario {scenario} from {drift_start}")
-            _backfill(airflow, console, settings, production, "ctloop_ingest: the production days' labeled data")
+            _backfill(airflow, console, settings, production, f"{ingest}: the production days' labeled data")
             report["production"] = _production(airflow, console, settings, production, scenario, drift_start)
-            table = Table(title=f"ctloop_monitor: one window per day (scenario {scenario} from {drift_start})")
+            table = Table(title=f"{monitor}: one window per day (scenario {scenario} from {drift_start})")
             for col in ("date", "rows", "drift share", "drifted columns", "champion", "labeled quality",
                         "decision", "retrain"):
                 table.add_column(col)
@@ -315,7 +320,7 @@ def run_demo(days: int = 14, extra_days: int = 7, scenario: str = "covariate_shi
 
     console.rule("ctloop status")
     console.print(status_table(registry_status(configure_mlflow(settings),
-                                               load_params(settings.params).training.registered_model)))
+                                               load_params(settings.spec_path).training.registered_model)))
     _lineage_and_audit(console, settings, demo_home, params_path)
     build_docs(settings)
     console.rule("where to look")
@@ -330,7 +335,7 @@ def run_demo(days: int = 14, extra_days: int = 7, scenario: str = "covariate_shi
 
         uri = configure_mlflow(settings).get_run(last["run"]).info.artifact_uri
         console.print(f"evaluation plots (ROC, PR, calibration, confusion matrix) of v{last['version']}: {uri}")
-    console.print(f"browse this demo in the Airflow UI: CTLOOP_HOME={demo_home} CTLOOP_PARAMS={params_path} make up "
+    console.print(f"browse this demo in the Airflow UI: CTLOOP_HOME={demo_home} CTLOOP_MODELS_DIR={params_path} make up "
                   "(then http://127.0.0.1:8080, login printed)")
     console.print(f"demo finished in {time.monotonic() - started:.0f}s")
     return report

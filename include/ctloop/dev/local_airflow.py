@@ -143,7 +143,7 @@ class LocalAirflow:
             "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
             "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "60",
             "CTLOOP_HOME": str(s.home),
-            "CTLOOP_PARAMS": str(s.params),
+            **({"CTLOOP_PARAMS": str(s.params)} if s.params is not None else {"CTLOOP_MODELS_DIR": str(s.models_dir)}),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(s.project_dir / "include"), os.environ.get("PYTHONPATH")])),
             # this interpreter's bin first: `airflow`, `ctloop`, `dvc` by name resolve to the same install
             # even when the virtualenv is not activated (make runs .venv/bin/python directly)

@@ -83,7 +83,7 @@ def day_labels(day: date, spec: TrafficSpec, params: Params, source: pd.DataFram
 def write_day_labels(day: date, spec: TrafficSpec, params: Params, settings: Settings, lake: Lake,
                      source: pd.DataFrame, requests: pd.DataFrame, labeled: Any) -> int:
     """Deliver the day's labels through the label source (a file where ``labels.path`` says, one per
-    arrival day) and ingest them as ``ctloop_labels`` would: the same path real labels take."""
+    arrival day) and ingest them as ``<model>__labels`` would: the same path real labels take."""
     from ctloop.flows.labels import deliver_labels, ingest_labels
 
     labels = day_labels(day, spec, params, source, requests, labeled)

@@ -4,7 +4,7 @@ logged production requests. Each suite returns a :class:`SuiteResult` with every
 failing examples; the gate turns each into a check of its decision record.
 
 The functions take model objects (anything with ``predict_proba``) and frames, so tests can hand them
-models built to fail; :func:`run_suites` is what ``ctloop evaluate`` and ``ctloop_retrain`` call.
+models built to fail; :func:`run_suites` is what ``ctloop evaluate`` and ``<model>__retrain`` call.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Ingestion of one data interval: extract the batch into ``raw/``, validate it with GX, then publish it to
-``curated/`` or quarantine it. The three steps are the three tasks of ``ctloop_ingest`` and the body of
+``curated/`` or quarantine it. The three steps are the three tasks of ``<model>__ingest`` and the body of
 ``ctloop ingest``.
 """
 

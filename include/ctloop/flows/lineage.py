@@ -13,6 +13,7 @@ DVC, retrains with the recorded params and compares with the registered model.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import tempfile
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ctloop.core.errors import NotReproduced, RegistryError, VersioningError
+from ctloop.core.params import spec_text
 from ctloop.data.store import file_digest, file_sha256
 from ctloop.estimators.scoring import model_output
 
@@ -64,7 +66,7 @@ def code_version(project_dir: Path) -> dict[str, str]:
 def config_hashes(settings: Settings, params: Params) -> dict[str, str]:
     suites = settings.gx_dir / "expectations"
     golden = settings.project_dir / params.evaluation.golden.path
-    return {"params_sha256": sha256_of(settings.params),
+    return {"params_sha256": hashlib.sha256(spec_text(settings.spec_path).encode()).hexdigest(),
             "gx_batch_suite_sha256": sha256_of(suites / f"{params.validation.suite}.json"),
             "gx_training_suite_sha256": sha256_of(suites / f"{params.training.suite}.json"),
             "golden_set_sha256": sha256_of(golden)}
@@ -140,7 +142,7 @@ def record_lineage(settings: Settings, params: Params, lake: Lake, client: Mlflo
         out = Path(tmp)
         if data_version.get("dvcfile"):
             (out / "training_set.dvc").write_text(data_version["dvcfile"])
-        (out / "params.yaml").write_bytes(settings.params.read_bytes())
+        (out / "params.yaml").write_text(spec_text(settings.spec_path))  # the spec as resolved over the defaults
         (out / "train_config.json").write_text(json.dumps(train_config, indent=1, default=str))
         (out / "sources.json").write_text(json.dumps(info.get("sources", []), indent=1, default=str))
         (out / "data_version.json").write_text(json.dumps(

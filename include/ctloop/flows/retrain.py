@@ -1,4 +1,4 @@
-"""The retraining flow, one function per task of ``ctloop_retrain`` (and per ``ctloop`` verb):
+"""The retraining flow, one function per task of ``<model>__retrain`` (and per ``ctloop`` verb):
 build the training set -> validate it -> train the challenger -> evaluate against the champion ->
 gate. Each returns a record (serialised once, at the edge: XCom, ``--json``); the promotion that may
 follow is :mod:`ctloop.flows.promotion`.

@@ -1,4 +1,4 @@
-"""What one monitoring window hands from step to step (the ``ctloop_monitor`` tasks pass them as XCom,
+"""What one monitoring window hands from step to step (the ``<model>__monitor`` tasks pass them as XCom,
 serialised at the edge): the champion's reference, the window's data, the drift and quality measured."""
 
 from __future__ import annotations

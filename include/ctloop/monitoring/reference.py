@@ -33,7 +33,7 @@ def champion_reference(settings: Settings, params: Params) -> ChampionReference:
     run_id = client.get_model_version(name, version).run_id
     if run_id is None:
         raise RegistryError(f"{name} v{version} was registered without an MLflow run: it has no reference "
-                            "profile to monitor against (register champions through ctloop_retrain)")
+                            "profile to monitor against (register champions through <model>__retrain)")
     cache = settings.home / "cache" / "reference" / f"{name}-v{version}.parquet"
     if not cache.exists():
         cache.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@ stages) and the compare-and-set promotion.
 
 MLflow has no atomic alias update, so promotion holds a lock while it re-reads ``champion`` and moves it
 only if it still points where the gate saw it. The embedded default uses a file lock under
-``CTLOOP_HOME``; together with ``max_active_runs=1`` on ``ctloop_retrain`` no two promotions interleave.
+``CTLOOP_HOME``; together with ``max_active_runs=1`` on ``<model>__retrain`` no two promotions interleave.
 A move of several aliases writes its plan first (``registry/<model>.pending.json``) and the history line
 last; a move cut short (the tracking server died, the process was killed) is finished from the plan by
 the next registry operation, so the aliases and their history always end up agreeing.
@@ -136,7 +136,7 @@ def require_champion(client: MlflowClient, model: str) -> str:
     """The ``@champion`` version, or a RegistryError saying there is none yet."""
     version = alias_version(client, model, CHAMPION)
     if version is None:
-        raise RegistryError(f"model {model!r} has no @champion yet: run ctloop_retrain first")
+        raise RegistryError(f"model {model!r} has no @champion yet: run its retrain DAG first")
     return version
 
 

@@ -139,8 +139,8 @@ class ServingState:
                 log.exception("registry refresh failed; serving the models in hand")
 
     async def set_routes(self, changes: dict[str, Any], by: str) -> dict[str, Any]:
-        routes = read_routes(self.settings.home, self.spec).changed(by, **changes)
-        write_routes(self.settings.home, routes)
+        routes = read_routes(self.settings.state_dir, self.spec).changed(by, **changes)
+        write_routes(self.settings.state_dir, routes)
         await self.store.refresh()
         return self.describe()
 

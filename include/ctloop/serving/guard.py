@@ -63,7 +63,7 @@ class CanaryGuard:
                          updated_by="canary guard")
         # synchronous on purpose (one small file): a registry refresh in flight re-reads the routes after
         # this, so it cannot swap the stopped canary back in
-        write_routes(self.settings.home, routes)
+        write_routes(self.settings.state_dir, routes)
         self.store.swap(replace(models, canary=None, routes=routes), by_refresh=False)
         self.metrics.canary_stops.inc()
         log.warning("canary v%s stopped: %s", models.canary.version, "; ".join(decision.reasons))

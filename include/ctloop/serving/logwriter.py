@@ -1,5 +1,5 @@
 """The prediction-log writer: rows handed over on the request path, written to the lake in batches by one
-thread, in the layout ``ctloop_monitor`` reads (``ctloop.data.predictions``).
+thread, in the layout ``<model>__monitor`` reads (``ctloop.data.predictions``).
 
 Memory is bounded: beyond ``max_queue_rows`` waiting rows (queued or being written), new rows are dropped
 and counted (``dropped``, exported as ``ctloop_serving_log_dropped_rows_total``), so slow storage slows

@@ -71,7 +71,7 @@ class ModelStore:
             while True:
                 generation, current = self.generation, self.models
                 try:
-                    routes = await loop.run_in_executor(None, read_routes, self.settings.home, self.spec)
+                    routes = await loop.run_in_executor(None, read_routes, self.settings.state_dir, self.spec)
                 except ValueError as e:
                     log.error("%s; keeping the routes in force", e)
                     routes = current.routes

@@ -1,9 +1,9 @@
 """Routes in force (canary share, shadow) and the per-route outcome windows the canary guard judges
 (:mod:`ctloop.decisions.canary`).
 
-The routes live in ``CTLOOP_HOME/serving/routes.json`` so they change at run time without a restart
-(``ctloop routes`` or ``PUT /routes``) and every server process reading the same home agrees; the defaults
-come from ``params.yaml`` ``serving``. The canary split is sticky: a key's bucket is a hash, so a key stays
+The routes live in the model's state folder (``CTLOOP_HOME/models/<model>/serving/routes.json``) so they
+change at run time without a restart (``ctloop routes`` or ``PUT /routes``) and every server process
+reading the same home agrees; the defaults come from the model spec's ``serving``. The canary split is sticky: a key's bucket is a hash, so a key stays
 on its route while the fraction is unchanged, and raising the fraction only moves keys onto the canary.
 """
 

@@ -67,13 +67,17 @@ def failing_on_unseen(params: Any) -> Any:
 class Server:
     """``ctloop serve`` as a subprocess on a free loopback port."""
 
-    def __init__(self, home: Path, params_path: Path, token: str | None = None, port: int | None = None,
+    def __init__(self, home: Path, params_path: Path | None, token: str | None = None, port: int | None = None,
                  env: dict[str, str] | None = None) -> None:
+        """``params_path`` None: the deployment's models folder (``CTLOOP_MODELS_DIR`` in ``env``)."""
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = token
         self.log = home / f"serve-{self.port}.log"
-        env = {**os.environ, "CTLOOP_HOME": str(home), "CTLOOP_PARAMS": str(params_path), **(env or {})}
+        env = {**os.environ, "CTLOOP_HOME": str(home), **(env or {})}
+        env.pop("CTLOOP_PARAMS", None)
+        if params_path is not None:
+            env["CTLOOP_PARAMS"] = str(params_path)
         env.pop("CTLOOP_SERVING_TOKEN", None)
         if token:
             env["CTLOOP_SERVING_TOKEN"] = token

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ctloop.core.params import get_params
+from ctloop.core.params import get_params, read_spec
 from ctloop.core.settings import get_settings
 from ctloop.data.simulator import SimulationSpec, simulate_day
 from ctloop.data.store import Lake
@@ -51,7 +51,7 @@ def test_window_with_only_quarantined_days(with_champion, tmp_path: Path) -> Non
 
 def test_params_naming_an_unknown_model(with_champion, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     client, name = with_champion
-    data = yaml.safe_load(get_settings().params.read_text())
+    data = read_spec(get_settings().spec_path)
     data["training"]["model"] = "random_forest"
     bad = tmp_path / "params.yaml"
     bad.write_text(yaml.safe_dump(data))

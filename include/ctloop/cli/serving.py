@@ -10,12 +10,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ctloop.cli.app import JsonFlag, alert_in_process, alerts_app, app, emit, runtime
 from ctloop.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ctloop.core.params import Params
 
 
 @app.command()
@@ -23,17 +26,36 @@ def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
 ) -> None:
-    """Serve @champion over HTTP (POST /predict; /health /ready /model /metrics; PUT /routes), with the
-    canary and shadow routes of params.yaml `serving` and the routes file. SIGTERM drains and flushes."""
+    """Serve each model's @champion over HTTP: POST /models/NAME/predict (and /predict with one model);
+    /health /ready /models, per model /model /metrics /feedback and PUT /routes, with the canary and shadow
+    routes of the spec's `serving` and the routes file. Every model of the deployment, or the one --model
+    names. SIGTERM drains and flushes."""
     from ctloop.core.audit import subscribe, unsubscribe
+    from ctloop.core.params import load_params
+    from ctloop.core.settings import get_settings
     from ctloop.serving.app import serve as run
 
-    settings, params, _ = runtime()
-    if params.serving.threads is not None:  # before any OpenMP runtime loads (threadpoolctl limits it after)
-        os.environ.setdefault("OMP_NUM_THREADS", str(params.serving.threads))
+    settings = get_settings()
+    # the one --model names (or the only one), else every model of the deployment
+    names = [settings.model] if settings.model is not None and settings.params is None else settings.model_names()
+    if not names:
+        raise ConfigError(f"{settings.models_dir}: no model specs (<name>.yaml) to serve")
+    specs: dict[str, Params] = {}
+    broken: dict[str, str] = {}
+    for name in names:
+        try:
+            specs[name] = load_params(settings.for_model(name).spec_path)
+        except ConfigError as e:
+            if len(names) == 1:
+                raise
+            broken[name] = str(e)  # its routes answer 503 with this; the other models are served
+            typer.echo(f"ctloop serve: not serving {name}: {e}", err=True)
+    threads = [p.serving.threads for p in specs.values() if p.serving.threads is not None]
+    if threads:  # before any OpenMP runtime loads (threadpoolctl limits it after)
+        os.environ.setdefault("OMP_NUM_THREADS", str(min(threads)))
     unsubscribe(alert_in_process)
     subscribe(alert_out_of_process)
-    run(settings, params, host, port)
+    run(settings, specs, host, port, broken)
 
 
 def alert_out_of_process(entry: dict[str, Any], settings: Any) -> None:

@@ -253,7 +253,7 @@ def log_headlines(settings: Settings, params: Params, summary: WindowSummary) ->
     # the same headlines as gauges for Grafana (drift share and quality per window, champion over time)
     champion = summary.champion
     emit_gauges("monitor", {**metrics, "champion_version": int(champion) if str(champion).isdigit() else None},
-                {"model": params.training.registered_model})
+                {"model": params.dataset.name})
 
 
 def drift_event_extra(summary: dict[str, Any]) -> dict[str, Any]:

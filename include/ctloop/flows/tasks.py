@@ -150,7 +150,7 @@ def retrain_train(model: str | None, built: dict[str, Any], validated: dict[str,
 
     settings, params, _ = _runtime(model)
     result = train(params, settings, Path(built["data_dir"]), model=estimator, hyperparameters=hyperparameters).to_dict()
-    emit_gauges("registry", {"model_size_bytes": result["model_size_bytes"]}, {"model": params.training.registered_model})
+    emit_gauges("registry", {"model_size_bytes": result["model_size_bytes"]}, {"model": params.dataset.name})
     upstream = [c for c in (built.get("cost"), (validated or {}).get("cost")) if c]
     return result | {"train_rows": built["train_rows"], "upstream_costs": upstream}
 

@@ -1,4 +1,5 @@
-"""``ctloop serve``: the FastAPI app that serves ``@champion`` with canary and shadow routes.
+"""``ctloop serve``: the FastAPI app that serves each model's ``@champion`` with canary and shadow routes
+(one app per model, mounted under ``/models/<name>/`` by :func:`create_deployment_app`).
 
 The app only wires HTTP to the parts: :class:`~ctloop.serving.models.ModelStore` (load, warm up, swap),
 :class:`~ctloop.serving.guard.CanaryGuard` (judge and stop the canary),
@@ -287,13 +288,84 @@ def create_app(settings: Settings, params: Params) -> FastAPI:
     return app
 
 
-def serve(settings: Settings, params: Params, host: str, port: int) -> None:
-    """Run the app under uvicorn (uvloop, httptools). SIGTERM: stop accepting, finish the requests in
-    flight, score what is queued, flush the prediction log, exit."""
+def create_deployment_app(settings: Settings, specs: dict[str, Params], broken: dict[str, str] | None = None) -> FastAPI:
+    """Every model of the deployment in one process: each model's app (:func:`create_app`, with its own
+    store, hot swap, routes, guard, prediction log and metrics) under ``/models/<name>/``; with one model,
+    also at the root (``POST /predict``, as before). ``GET /models`` lists them; a model that is not there
+    is a 404 naming the models; a model whose spec does not validate answers 503 with the spec's error
+    (the other models are served)."""
+    import orjson
+
+    broken = dict(broken or {})
+    children = {name: create_app(settings.for_model(name), params) for name, params in sorted(specs.items())}
+    token = serving_token(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # a mounted app's lifespan does not run by itself: start and stop each model's here
+        async with contextlib.AsyncExitStack() as stack:
+            for child in children.values():
+                await stack.enter_async_context(child.router.lifespan_context(child))
+            yield
+
+    app = FastAPI(title="ctloop serve", version="1", lifespan=lifespan, openapi_url=None, docs_url=None,
+                  redoc_url=None, description="Every model of the deployment, each under /models/<name>/.")
+    app.state.models = children
+
+    def respond(status: int, body: Any) -> Response:
+        return Response(orjson.dumps(body), status, media_type="application/json")
+
+    def authorized(request: Request) -> bool:
+        return all(child.state.ctloop.authorized(request) for child in children.values()) if children else (
+            token is None)
+
+    @app.get("/health")
+    async def health(request: Request) -> Response:
+        """Liveness: the process answers."""
+        return respond(200, {"status": "ok"})
+
+    @app.get("/models")
+    async def models(request: Request) -> Response:
+        """Each model: its registered model, the champion loaded, and whether it is ready."""
+        if not authorized(request):
+            return Response(orjson.dumps({"detail": "missing or wrong bearer token"}), 401,
+                            {"WWW-Authenticate": "Bearer"}, media_type="application/json")
+        body = {name: {"registered_model": child.state.ctloop.name, "ready": child.state.ctloop.store.models.champion
+                       is not None, "champion": getattr(child.state.ctloop.store.models.champion, "version", None)}
+                for name, child in children.items()}
+        return respond(200, {"models": body, "invalid": broken})
+
+    if len(children) != 1:
+        @app.get("/ready")
+        async def ready(request: Request) -> Response:
+            """Readiness: every model has a champion loaded."""
+            waiting = [n for n, c in children.items() if c.state.ctloop.store.models.champion is None]
+            return respond(503 if waiting or not children else 200, {"ready": not waiting and bool(children),
+                                                                       "waiting": waiting})
+
+    for name, child in children.items():
+        app.mount(f"/models/{name}", child)
+
+    @app.api_route("/models/{name}/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+    async def unknown_model(request: Request, name: str, rest: str) -> Response:
+        """A model this server does not have."""
+        if name in broken:
+            return respond(503, {"detail": f"model {name!r} is not served: {broken[name]}"})
+        return respond(404, {"detail": f"no model {name!r} here (models: {', '.join(children) or 'none'})"})
+
+    if len(children) == 1:
+        app.mount("/", next(iter(children.values())))  # one model: today's routes at the root too
+    return app
+
+
+def serve(settings: Settings, specs: dict[str, Params], host: str, port: int,
+          broken: dict[str, str] | None = None) -> None:
+    """Run the deployment's app under uvicorn (uvloop, httptools). SIGTERM: stop accepting, finish the requests
+    in flight, score what is queued, flush each model's prediction log, exit."""
     import uvicorn
 
     # the server's own log is its console (a service's supervisor keeps it), not the CLI's log file
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    app = create_app(settings, params)  # a bad setting (an empty token) fails here, before the port opens
+    app = create_deployment_app(settings, specs, broken)  # a bad setting (an empty token) fails here
     uvicorn.run(app, host=host, port=port, loop="uvloop", http="httptools", access_log=False,
                 timeout_graceful_shutdown=30, log_level="info")

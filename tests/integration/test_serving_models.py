@@ -84,9 +84,10 @@ def test_models_are_listed_and_an_unknown_or_broken_one_is_named(deployment: dic
         r = c.post("/models/zeta/predict", json={})
         assert r.status_code == 404 and r.json()["detail"] == "no model 'zeta' here (models: alpha, beta)"
         r = c.post("/models/gamma/predict", json={})
-        assert r.status_code == 503 and "dataset.columns.x.type" in r.json()["detail"]
+        assert r.status_code == 503 and "gamma.yaml: dataset." in r.json()["detail"], r.text
         assert c.post("/predict", json={}).status_code == 404, "several models: no root /predict"
-        beta = c.post("/models/beta/predict", json=_records(deployment["params"][1], deployment["frames"][1], 1, "b")[0])
+        first = _records(deployment["params"][1], deployment["frames"][1], 1, "beta-first")[0]
+        beta = c.post("/models/beta/predict", json=first)
         assert beta.status_code == 200 and isinstance(beta.json()["prediction"], float), beta.text
 
 
@@ -120,7 +121,7 @@ def test_each_model_hot_swaps_on_its_own_under_load_and_logs_to_its_own_lake(dep
 
     try:
         time.sleep(1.0)
-        client.set_registered_model_alias("support_escalation", "champion", v["a2"])  # alpha only
+        client.set_registered_model_alias("alpha", "champion", v["a2"])  # alpha only
         wait_for("alpha", v["a2"])
         time.sleep(0.5)
         beta_before_its_swap = {ver for _, ver in seen["beta"]}
@@ -131,7 +132,7 @@ def test_each_model_hot_swaps_on_its_own_under_load_and_logs_to_its_own_lake(dep
         stop.set()
         for t in threads:
             t.join()
-        client.set_registered_model_alias("support_escalation", "champion", v["a1"])
+        client.set_registered_model_alias("alpha", "champion", v["a1"])
         client.set_registered_model_alias("flight_arrival_delay", "champion", v["b1"])
     for model in ("alpha", "beta"):
         assert seen[model] and not [s for s in seen[model] if s[0] != 200], seen[model][:5]

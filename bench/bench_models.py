@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import date
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,7 +86,8 @@ def scheduler_idle(models: Path, home: Path, n: int) -> list[float]:
     from tests.alert_helpers import StatsdReceiver
 
     receiver = StatsdReceiver()
-    settings = Settings(home=home, models_dir=models, project_dir=REPO)
+    # the schedules end before the calendar starts: unpaused, every DAG has nothing due (idle)
+    settings = Settings(home=home, models_dir=models, project_dir=REPO, schedule_end=date(2025, 12, 31))
     airflow = LocalAirflow.from_settings(settings, port=free_port(), extra_env={
         "AIRFLOW__METRICS__STATSD_ON": "True", "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
         "AIRFLOW__METRICS__STATSD_PORT": str(receiver.port), "AIRFLOW__METRICS__STATSD_PREFIX": "airflow"})

@@ -351,11 +351,19 @@ class LocalAirflow:
             errors = self.api("GET", "/importErrors").get("import_errors", [])
             if errors:
                 raise AirflowRuntimeFailed(f"DAG import errors: {errors}")
-            known = {d["dag_id"] for d in self.api("GET", "/dags", params={"limit": 100}).get("dags", [])}
-            if set(dag_ids) <= known:
+            if set(dag_ids) <= self.dag_ids():
                 return
             time.sleep(1)
         raise AirflowRuntimeFailed(f"DAGs {dag_ids} not parsed within {timeout:.0f}s")
+
+    def dag_ids(self) -> set[str]:
+        """Every DAG the API knows, page by page (a deployment of many models has hundreds)."""
+        known: set[str] = set()
+        while True:
+            page = self.api("GET", "/dags", params={"limit": 100, "offset": len(known)}).get("dags", [])
+            known |= {d["dag_id"] for d in page}
+            if len(page) < 100:
+                return known
 
     def unpause(self, dag_id: str) -> None:
         self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,6 +55,7 @@ def write_models(root: Path, n: int) -> Path:
         spec["dataset"].pop("name", None)
         spec.get("training", {}).pop("registered_model", None)
         spec.get("training", {}).pop("experiment", None)
+        spec["schedule"] = {**spec.get("schedule", {}), "start_date": "2030-01-01"}  # unpaused, nothing due: idle
         (models / f"model_{i:02d}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     return models
 
@@ -86,8 +86,7 @@ def scheduler_idle(models: Path, home: Path, n: int) -> list[float]:
     from tests.alert_helpers import StatsdReceiver
 
     receiver = StatsdReceiver()
-    # the schedules end before the calendar starts: unpaused, every DAG has nothing due (idle)
-    settings = Settings(home=home, models_dir=models, project_dir=REPO, schedule_end=date(2025, 12, 31))
+    settings = Settings(home=home, models_dir=models, project_dir=REPO)
     airflow = LocalAirflow.from_settings(settings, port=free_port(), extra_env={
         "AIRFLOW__METRICS__STATSD_ON": "True", "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
         "AIRFLOW__METRICS__STATSD_PORT": str(receiver.port), "AIRFLOW__METRICS__STATSD_PREFIX": "airflow"})

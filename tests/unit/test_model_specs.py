@@ -147,3 +147,14 @@ def test_every_verb_takes_model_and_says_which_when_it_is_missing(deployment: Pa
     broken = _cli(deployment, home, "models", "--json", "--no-registry")
     assert broken.returncode == 1, "a spec that does not validate is listed, and the check fails"
     assert "broken.yaml" in {m["name"]: m for m in json.loads(broken.stdout)["models"]}["broken"]["error"]
+
+
+def test_an_alert_says_which_model_the_decision_is_about() -> None:
+    from ctloop.decisions.alerts import alert_from_audit
+
+    entry = {"seq": 7, "kind": "drift_trigger", "outcome": "triggered", "subject": "window 2026-01-12",
+             "reasons": ["data drift"], "details": {}, "actor": "airflow:beta__monitor/r1", "model": "beta"}
+    alert = alert_from_audit(entry)
+    assert alert is not None and "beta: window 2026-01-12" in alert.title and alert.details["model"] == "beta"
+    older = alert_from_audit({k: v for k, v in entry.items() if k != "model"})  # entries from before models
+    assert older is not None and "model" not in older.details and ": window 2026-01-12" in older.title

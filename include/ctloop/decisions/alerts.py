@@ -77,8 +77,11 @@ def alert_from_audit(entry: dict[str, Any]) -> Alert | None:
     if match is None:
         return None
     event, severity, headline = match
-    return Alert(event, severity, f"{headline}: {entry.get('subject')}", str(entry.get("subject")),
+    model = entry.get("model")
+    where = f"{model}: " if model else ""  # one deployment, many models: the alert says whose decision it is
+    return Alert(event, severity, f"{headline}: {where}{entry.get('subject')}", str(entry.get("subject")),
                  [str(r) for r in entry.get("reasons") or []],
-                 {**(entry.get("details") or {}), "actor": entry.get("actor"), "outcome": outcome},
+                 {**(entry.get("details") or {}), "actor": entry.get("actor"), "outcome": outcome,
+                  **({"model": model} if model else {})},
                  at=str(entry.get("at") or datetime.now(UTC).isoformat(timespec="seconds")),
                  source=f"audit #{entry.get('seq')}")

@@ -70,6 +70,14 @@ def test_a_spec_is_named_by_its_file_and_owns_what_follows_from_the_name(deploym
     assert params.dataset.name == "beta" and params.training.registered_model == "beta"
     assert params.training.experiment == "ctloop-beta"
     assert params.source.rows_per_day == 300 and params.training.window_days == 14, "the rest: the defaults"
+    assert params.evaluation.golden.path == "great_expectations/golden/cases.jsonl", "the golden set it names"
+    raw = yaml.safe_load((deployment / "alpha.yaml").read_text())
+    del raw["evaluation"]["golden"]
+    (deployment / "delta.yaml").write_text(yaml.safe_dump(raw))
+    delta = load_params(deployment / "delta.yaml")
+    assert delta.evaluation.golden.path == "great_expectations/golden/delta.jsonl", "no golden set named: its own"
+    assert delta.evaluation.golden.min_pass_rate == 0.95, "the rest of golden from the defaults"
+    (deployment / "delta.yaml").unlink()
     assert list_models(deployment) == ["alpha", "beta"]
 
     raw = yaml.safe_load((deployment / "beta.yaml").read_text())

@@ -559,7 +559,8 @@ def read_spec(path: Path) -> dict[str, Any]:
     """A model spec as one mapping: the shared defaults (``_defaults.yaml`` beside the spec, when there is
     one) with the spec's own keys on top. A spec in a models folder is named by its file: ``dataset.name``
     defaults to the file's stem, and what each model must own defaults from the name (the MLflow
-    experiment and registered model, the two GX suites), so that adding a model is adding one file."""
+    experiment and registered model, the two GX suites, the golden set), so that adding a model is adding
+    one file."""
     defaults_path = path.parent / DEFAULTS_FILE
     if path.name == DEFAULTS_FILE:
         raise ConfigError(f"{path}: the shared defaults are not a model spec")
@@ -579,6 +580,10 @@ def read_spec(path: Path) -> dict[str, Any]:
         part = raw.setdefault(section, {})
         if isinstance(part, dict):
             part.setdefault(key, value)
+    evaluation = raw.setdefault("evaluation", {})
+    golden = evaluation.setdefault("golden", {}) if isinstance(evaluation, dict) else None
+    if isinstance(golden, dict):  # each model's own reviewed cases (none yet: the golden suite is skipped)
+        golden.setdefault("path", f"great_expectations/golden/{name}.jsonl")
     return raw
 
 

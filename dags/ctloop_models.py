@@ -30,6 +30,7 @@ from airflow.sdk import (
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from ctloop.airflow_edge import (
+    dag_doc,
     deployment_specs,
     model_of_dag,
     retrain_defaults,
@@ -42,104 +43,21 @@ from ctloop.core import assets
 if TYPE_CHECKING:
     from ctloop.core.params import Params
 
-INGEST_DOC = """
-### {model}: ingest
-
-One partition per data interval (daily): **extract** the delivered batch into `raw/dt=…` (immutable),
-**validate** it with the committed Great Expectations suite `{suite}`, then **publish** it to `curated/dt=…`
-and emit this model's curated-data Asset. A batch that fails validation is moved to `quarantine/dt=…` with
-its validation result beside it, and the validate task fails listing the failed expectations (no retry: the
-data, not the infrastructure, is at fault). Re-running a day rewrites the same partitions.
-
-Backfill: `airflow backfill create --dag-id {model}__ingest --from-date … --to-date …`.
-"""
-
-RETRAIN_DOC = """
-### {model}: retrain
-
-Retrain, evaluate against the champion, and promote through MLflow registry aliases of `{registered}`
-only when the gate passes. Starts three ways, each recorded on the MLflow run: the schedule, this model's
-drift Asset (emitted by `{model}__monitor`), or a manual trigger with the form below (`reason` is required).
-
-1. **build_training_set**: the last `window_days` of curated partitions, split by time (newest days = test)
-2. **validate_training_set**: the training-set GX suite (rows, class balance, no leakage columns)
-3. **train_challenger**: the model's pipeline; new registered version, alias `challenger`
-4. **evaluate**: challenger and champion on the same test set (`mlflow.models.evaluate`, slices)
-5. **gate**: decision record with every reason, written to the run and the version
-6. **promote**: `champion` moves (compare-and-set), the old one becomes `previous`; a rejection skips this task
-
-Each task's cost (wall time, CPU seconds, peak memory, rows) goes to the challenger's MLflow run as
-`cost.<task>.*` with the run's totals as `cost.total.*`, and to the metrics as `ctloop_task_*`.
-A task that fails for good sends a `task_failure` alert; a rejection sends `gate_rejection`.
-`max_active_runs=1`: two retrains of one model never promote at once.
-"""
-
-MONITOR_DOC = """
-### {model}: monitor
-
-One window of production per data interval (`monitoring.schedule`):
-
-1. **collect_window**: the window's prediction log partition and the labels that have arrived
-   (a corrupt or schema-changed partition fails here, naming the file, and nothing is triggered)
-2. **detect_drift**: Evidently data drift of every feature and prediction drift of the model's output,
-   against the champion's reference sample stored with its model version
-3. **check_quality**: the champion's quality on the newest labeled window (concept drift, one window late)
-4. **decide**: the policy's decision record with reasons (drift share, new categories, prediction drift,
-   quality drop, label shift; minimum rows; cooldown; no trigger while `{model}__retrain` is queued or
-   running). The Evidently HTML report and a JSON summary go to `reports/monitor/dt=…/`.
-5. **emit_drift_event**: on drift, this model's drift Asset event (reasons, drifted columns, window,
-   report) that schedules `{model}__retrain`; skipped otherwise.
-6. **guard_new_champion**: during a new champion's bake period (`promotion.rollback`), its labeled quality
-   against what `previous` had; beyond the threshold it rolls back (audited) and emits the rollback Asset
-   event; skipped otherwise, with the reason.
-"""
-
-LABELS_DOC = """
-### {model}: labels
-
-Delayed ground truth from a real system, one delivery per data interval (`labels.schedule`):
-**ingest_labels** lands the day's label files (`labels.path` with `{{ds}}`) unchanged in `raw_labels/`,
-checks them against the labels contract (the id and label columns, labels the task allows, one label per
-id, arrival times), and stores them in `labels/dt=…`, where `{model}__monitor` joins them with the
-prediction log. A delivery that breaks the contract is quarantined whole in `quarantine_labels/` with its
-reasons and the task fails (no retry). No delivery that day: the task is skipped. Labels also arrive
-through `POST /feedback` on `ctloop serve`.
-"""
-
-ROLLBACK_DOC = """
-### {model}: rollback
-
-Move `@champion` of `{registered}` back in one compare-and-set step: to `@previous` by default, or to the
-version given. The rolled-back version loses its gate pass (it can only return through a new gate);
-`@previous` and `@previous-2` shift so that two earlier champions stay loadable. Recorded in the alias
-history (`ctloop history --model {model}`) and the audit log.
-"""
-
-APPROVE_DOC = """
-### {model}: approve
-
-Manual promotion for `promotion.mode: manual`: a challenger that passed its gate waits as `@candidate`;
-a person reviews it (MLflow run, gate decision, evaluation suites) and triggers this DAG with the version
-and a reason. Approval of a version whose gate failed, or that was rolled back since its last gate pass,
-is refused. The champion moves by compare-and-set; the approval is audited.
-"""
-
-
-def _dag(model: str, flow: str, spec: Params, doc: str, schedule: Any, **kwargs: Any) -> DAG:
+def _dag(model: str, flow: str, spec: Params, schedule: Any, **kwargs: Any) -> DAG:
     return DAG(
         dag_id=f"{model}__{flow}",
         schedule=schedule,
         start_date=schedule_start(spec),
         catchup=False,
         tags=["ctloop", f"model:{model}", flow],
-        doc_md=doc.format(model=model, suite=spec.validation.suite, registered=spec.training.registered_model),
+        doc_md=dag_doc(flow, model, spec),
         **kwargs,
     )
 
 
 def build_ingest(model: str, params: Params) -> DAG:
     curated = Asset(name=assets.curated(model))
-    with _dag(model, "ingest", params, INGEST_DOC,
+    with _dag(model, "ingest", params,
               schedule=CronDataIntervalTimetable(params.schedule.ingest, timezone="UTC"), end_date=schedule_end(),
               max_active_runs=4,
               default_args=task_defaults(retries=2, retry_delay=timedelta(seconds=20),
@@ -189,7 +107,7 @@ def build_retrain(model: str, params: Params) -> DAG:
                                  description="e.g. {\"C\": 0.001}; merged over the spec's. scikit-learn "
                                              "set_params names: a plain name is the model's"),
     }
-    with _dag(model, "retrain", params, RETRAIN_DOC, schedule=schedule, end_date=schedule_end(), max_active_runs=1,
+    with _dag(model, "retrain", params, schedule=schedule, end_date=schedule_end(), max_active_runs=1,
               params=form, default_args=task_defaults(retries=1, retry_delay=timedelta(seconds=30),
                                                       retry_exponential_backoff=True)) as dag:
         @task(inlets=[Asset(name=assets.curated(model))])
@@ -254,7 +172,7 @@ def build_retrain(model: str, params: Params) -> DAG:
 def build_monitor(model: str, params: Params) -> DAG:
     drift_detected = Asset(name=assets.drift(model))
     rollback_alert = Asset(name=assets.rollback_alert(model))
-    with _dag(model, "monitor", params, MONITOR_DOC,
+    with _dag(model, "monitor", params,
               schedule=CronDataIntervalTimetable(params.monitoring.schedule, timezone="UTC"), end_date=schedule_end(),
               max_active_runs=1,  # windows in order: cooldown and drift-start estimates read earlier windows
               default_args=task_defaults(retries=1, retry_delay=timedelta(seconds=20),
@@ -322,7 +240,7 @@ def build_monitor(model: str, params: Params) -> DAG:
 
 def build_labels(model: str, params: Params) -> DAG:
     labels_arrived = Asset(name=assets.labels(model))
-    with _dag(model, "labels", params, LABELS_DOC,
+    with _dag(model, "labels", params,
               schedule=CronDataIntervalTimetable(params.labels.schedule, timezone="UTC"), end_date=schedule_end(),
               max_active_runs=4,
               default_args=task_defaults(retries=2, retry_delay=timedelta(seconds=20),
@@ -346,7 +264,7 @@ def build_rollback(model: str, params: Params) -> DAG:
     form = {"version": Param("previous", type="string", minLength=1, title="Roll back to",
                              description="a version number, or previous"),
             "reason": Param(type="string", minLength=3, title="Reason", description="why; audited")}
-    with _dag(model, "rollback", params, ROLLBACK_DOC, schedule=None, max_active_runs=1, params=form,
+    with _dag(model, "rollback", params, schedule=None, max_active_runs=1, params=form,
               default_args=task_defaults(retries=1, retry_delay=timedelta(seconds=10))) as dag:
         @task
         def rollback(params=None, dag_run=None) -> dict:
@@ -365,7 +283,7 @@ def build_rollback(model: str, params: Params) -> DAG:
 def build_approve(model: str, params: Params) -> DAG:
     form = {"version": Param(type="string", minLength=1, title="Version", description="the @candidate version to promote"),
             "reason": Param(type="string", minLength=3, title="Reason", description="why it may go live; audited")}
-    with _dag(model, "approve", params, APPROVE_DOC, schedule=None, max_active_runs=1, params=form,
+    with _dag(model, "approve", params, schedule=None, max_active_runs=1, params=form,
               default_args=task_defaults(retries=1, retry_delay=timedelta(seconds=10))) as dag:
         @task
         def approve(params=None, dag_run=None) -> dict:

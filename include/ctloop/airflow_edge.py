@@ -99,6 +99,93 @@ def retrain_defaults(params: Params) -> dict[str, object]:
             "models": [*BUILT_IN_MODELS_BY_TASK[params.dataset.task], *(["custom"] if custom else [])]}
 
 
+# what each generated DAG says about itself in the UI (doc_md), per flow; {model}, {suite}, {registered}
+DAG_DOCS: dict[str, str] = {
+    "ingest": """
+### {model}: ingest
+
+One partition per data interval (daily): **extract** the delivered batch into `raw/dt=…` (immutable),
+**validate** it with the committed Great Expectations suite `{suite}`, then **publish** it to `curated/dt=…`
+and emit this model's curated-data Asset. A batch that fails validation is moved to `quarantine/dt=…` with
+its validation result beside it, and the validate task fails listing the failed expectations (no retry: the
+data, not the infrastructure, is at fault). Re-running a day rewrites the same partitions.
+
+Backfill: `airflow backfill create --dag-id {model}__ingest --from-date … --to-date …`.
+""",
+    "retrain": """
+### {model}: retrain
+
+Retrain, evaluate against the champion, and promote through MLflow registry aliases of `{registered}`
+only when the gate passes. Starts three ways, each recorded on the MLflow run: the schedule, this model's
+drift Asset (emitted by `{model}__monitor`), or a manual trigger with the form below (`reason` is required).
+
+1. **build_training_set**: the last `window_days` of curated partitions, split by time (newest days = test)
+2. **validate_training_set**: the training-set GX suite (rows, class balance, no leakage columns)
+3. **train_challenger**: the model's pipeline; new registered version, alias `challenger`
+4. **evaluate**: challenger and champion on the same test set (`mlflow.models.evaluate`, slices)
+5. **gate**: decision record with every reason, written to the run and the version
+6. **promote**: `champion` moves (compare-and-set), the old one becomes `previous`; a rejection skips this task
+
+Each task's cost (wall time, CPU seconds, peak memory, rows) goes to the challenger's MLflow run as
+`cost.<task>.*` with the run's totals as `cost.total.*`, and to the metrics as `ctloop_task_*`.
+A task that fails for good sends a `task_failure` alert; a rejection sends `gate_rejection`.
+`max_active_runs=1`: two retrains of one model never promote at once.
+""",
+    "monitor": """
+### {model}: monitor
+
+One window of production per data interval (`monitoring.schedule`):
+
+1. **collect_window**: the window's prediction log partition and the labels that have arrived
+   (a corrupt or schema-changed partition fails here, naming the file, and nothing is triggered)
+2. **detect_drift**: Evidently data drift of every feature and prediction drift of the model's output,
+   against the champion's reference sample stored with its model version
+3. **check_quality**: the champion's quality on the newest labeled window (concept drift, one window late)
+4. **decide**: the policy's decision record with reasons (drift share, new categories, prediction drift,
+   quality drop, label shift; minimum rows; cooldown; no trigger while `{model}__retrain` is queued or
+   running). The Evidently HTML report and a JSON summary go to `reports/monitor/dt=…/`.
+5. **emit_drift_event**: on drift, this model's drift Asset event (reasons, drifted columns, window,
+   report) that schedules `{model}__retrain`; skipped otherwise.
+6. **guard_new_champion**: during a new champion's bake period (`promotion.rollback`), its labeled quality
+   against what `previous` had; beyond the threshold it rolls back (audited) and emits the rollback Asset
+   event; skipped otherwise, with the reason.
+""",
+    "labels": """
+### {model}: labels
+
+Delayed ground truth from a real system, one delivery per data interval (`labels.schedule`):
+**ingest_labels** lands the day's label files (`labels.path` with `{{ds}}`) unchanged in `raw_labels/`,
+checks them against the labels contract (the id and label columns, labels the task allows, one label per
+id, arrival times), and stores them in `labels/dt=…`, where `{model}__monitor` joins them with the
+prediction log. A delivery that breaks the contract is quarantined whole in `quarantine_labels/` with its
+reasons and the task fails (no retry). No delivery that day: the task is skipped. Labels also arrive
+through `POST /feedback` on `ctloop serve`.
+""",
+    "rollback": """
+### {model}: rollback
+
+Move `@champion` of `{registered}` back in one compare-and-set step: to `@previous` by default, or to the
+version given. The rolled-back version loses its gate pass (it can only return through a new gate);
+`@previous` and `@previous-2` shift so that two earlier champions stay loadable. Recorded in the alias
+history (`ctloop history --model {model}`) and the audit log.
+""",
+    "approve": """
+### {model}: approve
+
+Manual promotion for `promotion.mode: manual`: a challenger that passed its gate waits as `@candidate`;
+a person reviews it (MLflow run, gate decision, evaluation suites) and triggers this DAG with the version
+and a reason. Approval of a version whose gate failed, or that was rolled back since its last gate pass,
+is refused. The champion moves by compare-and-set; the approval is audited.
+""",
+}
+
+
+def dag_doc(flow: str, model: str, params: Params) -> str:
+    """The ``doc_md`` of ``<model>__<flow>``."""
+    return DAG_DOCS[flow].format(model=model, suite=params.validation.suite,
+                                 registered=params.training.registered_model)
+
+
 def model_of_dag(dag_id: str) -> str | None:
     """The model a generated DAG acts for (``<model>__<flow>``)."""
     return dag_id.split("__", 1)[0] if "__" in dag_id else None

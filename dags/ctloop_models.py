@@ -39,11 +39,14 @@ from ctloop.airflow_edge import (
     task_defaults,
 )
 from ctloop.core import assets
+from ctloop.core.owners import access_control
 
 if TYPE_CHECKING:
     from ctloop.core.params import Params
 
 def _dag(model: str, flow: str, spec: Params, schedule: Any, **kwargs: Any) -> DAG:
+    if spec.owner:  # the UI's Owner column and filter show the owning team
+        kwargs["default_args"] = {**kwargs.get("default_args", {}), "owner": spec.owner}
     return DAG(
         dag_id=f"{model}__{flow}",
         schedule=schedule,
@@ -51,6 +54,7 @@ def _dag(model: str, flow: str, spec: Params, schedule: Any, **kwargs: Any) -> D
         catchup=False,
         tags=["ctloop", f"model:{model}", flow],
         doc_md=dag_doc(flow, model, spec),
+        access_control=access_control(spec),  # the owning team's role edits and triggers its model's DAGs
         **kwargs,
     )
 

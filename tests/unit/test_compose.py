@@ -14,7 +14,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yaml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
-ONE_SHOT = {"airflow-init", "minio-init"}
+ONE_SHOT = {"airflow-init", "minio-init", "mlflow-owners"}
 SECRET_KEY = re.compile(r"PASSWORD|SECRET|TOKEN|FERNET|ACCESS_KEY|_KEY$")
 
 

@@ -461,6 +461,9 @@ class LabelsSpec(_Strict):
 
 class Params(_Strict):
     dataset: DatasetSpec
+    # the owning team: its Airflow role (team_<owner>) edits and triggers this model's DAGs (FAB DAG-level
+    # access_control), its MLflow user edits this model's registered model and experiment (ctloop owners)
+    owner: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_-]{0,62}$")
     source: SourceSpec = SourceSpec()
     validation: ValidationSpec
     schedule: ScheduleSpec = ScheduleSpec()
@@ -559,7 +562,7 @@ def read_spec(path: Path) -> dict[str, Any]:
     """A model spec as one mapping: the shared defaults (``_defaults.yaml`` beside the spec, when there is
     one) with the spec's own keys on top. A spec in a models folder is named by its file: ``dataset.name``
     defaults to the file's stem, and what each model must own defaults from the name (the MLflow
-    experiment and registered model, the two GX suites, the golden set), so that adding a model is adding
+    experiments and registered model, the two GX suites, the golden set), so that adding a model is adding
     one file."""
     defaults_path = path.parent / DEFAULTS_FILE
     if path.name == DEFAULTS_FILE:
@@ -576,7 +579,8 @@ def read_spec(path: Path) -> dict[str, Any]:
             raise ConfigError(f"{path}: dataset.name: {given!r} must be the file's name {name!r} (a model is "
                               f"named by its spec file)")
     for section, key, value in (("training", "registered_model", name), ("training", "experiment", f"ctloop-{name}"),
-                                ("training", "suite", f"{name}_training_set"), ("validation", "suite", f"{name}_batch")):
+                                ("training", "suite", f"{name}_training_set"), ("validation", "suite", f"{name}_batch"),
+                                ("monitoring", "experiment", f"ctloop-{name}-monitoring")):
         part = raw.setdefault(section, {})
         if isinstance(part, dict):
             part.setdefault(key, value)

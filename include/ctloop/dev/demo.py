@@ -310,8 +310,11 @@ def run_demo(days: int = 14, extra_days: int = 7, scenario: str = "covariate_shi
                               f"{_num(r['quality'])}" + (f" ({r['quality_window']})" if r["quality_window"] else ""),
                               r["status"], r["retrain"])
             console.print(table)
+            from ctloop.core.params import load_params as read_params
+
             console.print(f"Evidently reports: {settings.lake_root / 'reports' / 'monitor'}/dt=*/report.html; "
-                          "headline figures per window in the MLflow experiment 'ctloop-monitoring'")
+                          "headline figures per window in the MLflow experiment "
+                          f"'{read_params(settings.spec_path).monitoring.experiment}'")
 
     from ctloop.core.params import load_params
     from ctloop.registry.mlflow_registry import configure_mlflow, registry_status

@@ -82,8 +82,9 @@ class MlflowServer:
     """A real ``mlflow server`` (SQLite backend, local artifacts) on a loopback port; kill it to make an
     outage, start it again on the same store to end it."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, admin: tuple[str, str] | None = None) -> None:
         self.root = root
+        self.admin = admin  # (username, password): the basic-auth app (--app-name basic-auth) with this admin
         self.port = free_port()
         root.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -100,12 +101,20 @@ class MlflowServer:
 
         exe = str(Path(sys.executable).with_name("mlflow"))
         log = (self.root / "server.log").open("ab")
+        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+        auth: list[str] = []
+        if self.admin is not None:  # the same config deploy/mlflow/start.sh writes, on SQLite
+            ini = self.root / "basic_auth.ini"
+            ini.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{self.root / 'auth.db'}\n"
+                           f"admin_username = {self.admin[0]}\nadmin_password = {self.admin[1]}\n"
+                           "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+            env |= {"MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-secret"}
+            auth = ["--app-name", "basic-auth"]
         self.proc = subprocess.Popen(
             [exe, "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
              "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-             "--default-artifact-root", (self.root / "artifacts").as_uri()],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+             "--default-artifact-root", (self.root / "artifacts").as_uri(), *auth],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -166,3 +166,33 @@ def test_an_alert_says_which_model_the_decision_is_about() -> None:
     assert alert is not None and "beta: window 2026-01-12" in alert.title and alert.details["model"] == "beta"
     older = alert_from_audit({k: v for k, v in entry.items() if k != "model"})  # entries from before models
     assert older is not None and "model" not in older.details and ": window 2026-01-12" in older.title
+
+
+@given(st.text(min_size=1, max_size=70))
+def test_an_owner_is_a_team_name_or_a_one_line_error_naming_the_key(owner: str) -> None:
+    import re
+
+    from ctloop.core.owners import access_control, airflow_role, ownership
+    from ctloop.core.params import Params
+
+    raw = read_spec(SPEC) | {"owner": owner}
+    if re.fullmatch(r"[a-z][a-z0-9_-]{0,62}", owner):
+        params = Params.model_validate(raw)
+        owned = ownership("support_escalation", params)
+        assert owned is not None and owned.role == airflow_role(owner) == f"team_{owner}"
+        assert owned.registered_model == "support_escalation"
+        assert access_control(params) == {f"team_{owner}": {"DAGs": {"can_read", "can_edit"},
+                                                             "DAG Runs": {"can_read", "can_create", "can_delete"}}}
+    else:
+        with pytest.raises(ConfigError, match=r"owner"):
+            path = Path(os.environ.get("TMPDIR", "/tmp")) / f"owner-{os.getpid()}.yaml"
+            path.write_text(yaml.safe_dump(raw))
+            load_params(path)
+
+
+def test_no_owner_no_access_control() -> None:
+    from ctloop.core.owners import access_control, ownerships
+
+    params = load_params(SPEC)
+    assert params.owner is None and access_control(params) is None and ownerships({"x": params}) == []
+    assert params.monitoring.experiment == "ctloop-support_escalation-monitoring"  # one per model

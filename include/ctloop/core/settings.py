@@ -44,7 +44,8 @@ def list_models(models_dir: Path) -> list[str]:
 class Settings(BaseSettings):
     """Where ctloop keeps things. Every field is overridable as ``CTLOOP_<FIELD>``."""
 
-    model_config = SettingsConfigDict(env_prefix="CTLOOP_", frozen=True, extra="ignore")
+    # an empty variable (`CTLOOP_LAKE=` in a compose .env) is unset, as in Docker Compose and most tools
+    model_config = SettingsConfigDict(env_prefix="CTLOOP_", frozen=True, extra="ignore", env_ignore_empty=True)
 
     project_dir: Path = PROJECT_DIR
     home: Path = Field(default=PROJECT_DIR / ".ctloop", description="root of every local store")

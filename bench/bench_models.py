@@ -6,8 +6,9 @@ Per size, printed:
   duration for ``dags/ctloop_models.py``; goal <= 2 s at 50 models), in a fresh interpreter, and the same
   for a task run, which parses only its own DAG (``_AIRFLOW_PARSING_CONTEXT_DAG_ID``);
 * ``ctloop models --json`` wall time (with the SQLite MLflow registry, no champions yet);
-* at the largest size, the scheduler loop with every DAG idle (unpaused, nothing due): Airflow's own
-  ``scheduler.scheduler_loop_duration`` timer over StatsD, median and p95 over a minute.
+* the scheduler loop with every DAG idle (unpaused, nothing due): Airflow's own
+  ``scheduler.scheduler_loop_duration`` timer over StatsD, median and p95 over a minute, at the sizes in
+  ``BENCH_SCHEDULER_COUNTS`` (default 1,10,50; empty: none).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "include"), str(REPO)]
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 SIZES = [int(n) for n in os.environ.get("BENCH_MODEL_COUNTS", "1,10,25,50").split(",")]
+SCHEDULER_SIZES = [int(n) for n in os.environ.get("BENCH_SCHEDULER_COUNTS", "1,10,50").split(",") if n]
 CTLOOP = str(Path(sys.executable).with_name("ctloop"))
 
 PARSE = """
@@ -106,7 +108,7 @@ def scheduler_idle(models: Path, home: Path, n: int) -> list[float]:
 def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="ctloop-bench-models-"))
     print(f"{'models':>7}{'DAGs':>6}{'parse s (DagBag stat)':>23}{'task-run parse s':>18}{'ctloop models s':>17}")
-    largest = None
+    sizes = []
     for n in SIZES:
         models = write_models(root, n)
         home = root / f"home-{n}"
@@ -117,16 +119,16 @@ def main() -> None:
         seconds, listed = models_verb(models, home)
         assert listed == n
         print(f"{n:>7}{full['dags']:>6}{full['duration']:>23.2f}{one['duration']:>18.3f}{seconds:>17.2f}")
-        largest = (models, home, n)
-    if largest is not None and not os.environ.get("BENCH_MODELS_NO_SCHEDULER"):
-        models, home, n = largest
-        loops = scheduler_idle(models, home / "idle", n)
+        sizes.append((models, home, n))
+    for models, home, n in sizes:
+        if n not in SCHEDULER_SIZES:
+            continue
+        loops = sorted(scheduler_idle(models, home / "idle", n))
         if loops:
-            loops.sort()
-            print(f"scheduler loop, {6 * n} DAGs idle, {len(loops)} loops in 60 s: median "
+            print(f"scheduler loop, {n:>2} models ({6 * n:>3} DAGs idle), {len(loops)} loops in 60 s: median "
                   f"{statistics.median(loops):.0f} ms, p95 {loops[int(0.95 * (len(loops) - 1))]:.0f} ms")
         else:
-            print("scheduler loop: no scheduler_loop_duration timer received (StatsD off?)")
+            print(f"scheduler loop, {n} models: no scheduler_loop_duration timer received (StatsD off?)")
     shutil.rmtree(root, ignore_errors=True)
 
 

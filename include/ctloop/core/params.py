@@ -6,6 +6,7 @@ A bad file fails with one :class:`~ctloop.core.errors.ConfigError` naming the ke
 
 from __future__ import annotations
 
+import itertools
 import re
 from datetime import date
 from pathlib import Path
@@ -376,9 +377,70 @@ class RollbackPolicy(_Strict):
     min_labeled_rows: int = Field(default=300, ge=1)
 
 
+# the staged rollout's analysis metrics and whether lower values are better (ctloop.decisions.rollout)
+ROLLOUT_METRICS: dict[str, bool] = {
+    "error_rate_increase": True,  # candidate error rate minus the champion's, over the step
+    "p99_ratio": True,            # candidate p99 latency / the champion's
+    "score_distance": True,       # Wasserstein distance between the two routes' score distributions (in stds)
+    "decision_agreement": False,  # share of the step's requests on which candidate and champion decide alike
+    "quality_drop": True,         # champion's labeled quality minus the candidate's (worse: positive)
+}
+
+
+class MetricCondition(_Strict):
+    """One analysis metric, in the way of Argo Rollouts' AnalysisTemplate: a measurement worse than
+    ``failure`` fails; more than ``failure_limit`` failed measurements fail the step; the step succeeds on
+    this metric when its latest measurement is at or better than ``success``. Between the two: not yet."""
+
+    success: float
+    failure: float
+    failure_limit: int = Field(default=0, ge=0)
+
+
+class RolloutStep(_Strict):
+    weight: float = Field(gt=0, le=1)  # share of request keys routed to @candidate (sticky per key)
+    min_requests: int = Field(default=200, ge=1)  # candidate requests before the step is measured
+    min_seconds: float = Field(default=60, ge=0)  # and time on the step
+    timeout_seconds: float = Field(default=3600, gt=0)  # undecided by then: Inconclusive (paused for a person)
+    require_labels: bool = False  # the step needs labeled quality (quality_drop measured)
+    min_labeled: int = Field(default=50, ge=1)
+
+
+def _default_steps() -> list[RolloutStep]:
+    return [RolloutStep(weight=w) for w in (0.05, 0.25, 0.5, 1.0)]
+
+
+def _default_analysis() -> dict[str, MetricCondition]:
+    return {"error_rate_increase": MetricCondition(success=0.005, failure=0.02),
+            "p99_ratio": MetricCondition(success=1.5, failure=3.0),
+            "score_distance": MetricCondition(success=0.1, failure=0.3, failure_limit=1),
+            "decision_agreement": MetricCondition(success=0.9, failure=0.75, failure_limit=1),
+            "quality_drop": MetricCondition(success=0.02, failure=0.05)}
+
+
+class RolloutSpec(_Strict):
+    steps: list[RolloutStep] = Field(default_factory=_default_steps)
+    analysis: dict[str, MetricCondition] = Field(default_factory=_default_analysis)
+
+    @model_validator(mode="after")
+    def _steps_and_conditions(self) -> RolloutSpec:
+        weights = [s.weight for s in self.steps]
+        if not weights or weights[-1] != 1.0 or any(b <= a for a, b in itertools.pairwise(weights)):
+            raise ValueError(f"steps: weights must rise and end at 1.0 (got {weights})")
+        for name, rule in self.analysis.items():
+            if name not in ROLLOUT_METRICS:
+                raise ValueError(f"analysis.{name}: not a rollout metric (use {', '.join(ROLLOUT_METRICS)})")
+            lower = ROLLOUT_METRICS[name]
+            if (rule.success > rule.failure) if lower else (rule.success < rule.failure):
+                raise ValueError(f"analysis.{name}: success {rule.success} must be "
+                                 f"{'at or below' if lower else 'at or above'} failure {rule.failure}")
+        return self
+
+
 class PromotionSpec(_Strict):
     mode: Literal["auto", "manual"] = "auto"
     rollback: RollbackPolicy = RollbackPolicy()
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)  # the analysis of a staged rollout (issue 20)
 
 
 class CanarySpec(_Strict):

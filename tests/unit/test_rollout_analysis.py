@@ -128,3 +128,53 @@ def test_every_analysis_is_one_outcome_with_its_action_and_weight(raw: list, ste
     if a.outcome == "Successful":  # never promoted on too little traffic or time
         assert measured[-1].candidate.requests >= POLICY.steps[step].min_requests
         assert measured[-1].elapsed_seconds >= POLICY.steps[step].min_seconds
+
+
+def _log(n_champion: int, n_candidate: int, shift: float = 0.0, seed: int = 0, shadow: bool = False):  # type: ignore[no-untyped-def]
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for route, n, offset in (("champion", n_champion, 0.0), ("canary", n_candidate, shift)):
+        scores = np.clip(rng.beta(2, 5, n) + offset, 0, 1)
+        rows.append(pd.DataFrame({"request_id": [f"{route}-{i}" for i in range(n)], "route": route, "score": scores,
+                                  "prediction": (scores >= 0.5).astype(int), "latency_ms": rng.gamma(2, 3, n)}))
+    if shadow:  # the candidate scores the champion's requests in shadow: disagrees on every tenth
+        champ = rows[0]
+        flipped = champ["prediction"].where(champ.index % 10 != 0, 1 - champ["prediction"])
+        rows.append(champ.assign(route="shadow", prediction=flipped))
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_the_evidence_of_a_step_comes_from_the_prediction_log() -> None:
+    import pandas as pd
+
+    from ctloop.monitoring.rollout import measure_step
+
+    log = _log(2000, 300, shadow=True)
+    e = measure_step(log, 120.0, errors={"canary": 3})
+    assert (e.champion.requests, e.candidate.requests, e.candidate.errors) == (2000, 303, 3)
+    assert e.candidate.p99_ms is not None and e.champion.p99_ms is not None
+    assert e.score_distance is not None and e.score_distance < 0.1  # the same model: close distributions
+    assert e.decision_agreement == pytest.approx(0.9)
+    assert e.quality_drop is None and e.labeled == 0  # no labels yet: not measured
+
+    served = log[log["route"] != "shadow"]
+    labels = pd.DataFrame({"request_id": served["request_id"], "label": served["prediction"]})  # both routes right
+    labeled = measure_step(log, 120.0, labels=labels, quality_metric="accuracy_score", min_labeled=50)
+    assert labeled.labeled == 300 and labeled.quality_drop == pytest.approx(0.0)
+    worse = labels.assign(label=labels["label"].where(~labels["request_id"].str.startswith("canary"),
+                                                      1 - labels["label"]))  # the candidate wrong on every label
+    assert measure_step(log, 120.0, labels=worse, quality_metric="accuracy_score").quality_drop == pytest.approx(1.0)
+
+
+def test_a_candidate_whose_scores_shift_is_failed_by_the_analysis() -> None:
+    from ctloop.monitoring.rollout import measure_step
+
+    same, shifted = measure_step(_log(2000, 400), 120.0), measure_step(_log(2000, 400, shift=0.3), 120.0)
+    policy = RolloutSpec(analysis={"score_distance": MetricCondition(success=0.1, failure=0.3)})
+    assert judge_step(0, [same], policy).outcome == "Successful"
+    failed = judge_step(0, [shifted], policy)
+    assert failed.outcome == "Failed" and failed.next_weight == 0.0
+    assert shifted.score_distance is not None and shifted.score_distance > 0.3

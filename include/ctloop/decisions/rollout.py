@@ -24,46 +24,15 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from ctloop.core.params import ROLLOUT_METRICS
+from ctloop.monitoring.records import RouteStats, StepEvidence
 
 if TYPE_CHECKING:
     from ctloop.core.params import MetricCondition, RolloutSpec
 
+__all__ = ["MetricResult", "RouteStats", "StepAnalysis", "StepEvidence", "judge_step"]
+
 Outcome = Literal["Running", "Successful", "Failed", "Inconclusive"]
 Action = Literal["wait", "next", "promote", "abort", "pause"]
-
-
-@dataclass(frozen=True)
-class RouteStats:
-    requests: int
-    errors: int = 0
-    p99_ms: float | None = None
-
-    @property
-    def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
-
-
-@dataclass(frozen=True)
-class StepEvidence:
-    """One measurement of a step: both routes over the same period since the step began."""
-
-    elapsed_seconds: float
-    champion: RouteStats
-    candidate: RouteStats
-    score_distance: float | None = None
-    decision_agreement: float | None = None
-    quality_drop: float | None = None
-    labeled: int = 0  # candidate requests with a label
-    guard_stopped: bool = False  # the server's canary guard set the candidate's weight to 0
-
-    def metric(self, name: str) -> float | None:
-        if name == "error_rate_increase":
-            return self.candidate.error_rate - self.champion.error_rate if self.candidate.requests else None
-        if name == "p99_ratio":
-            c, k = self.champion.p99_ms, self.candidate.p99_ms
-            return k / c if c and k is not None else None
-        value: float | None = getattr(self, name)
-        return value
 
 
 @dataclass(frozen=True)

@@ -124,3 +124,37 @@ class WindowSummary:
                 **{k: q[k] for k in ("quality", "labeled_rows", "quality_window", "reference_quality",
                                      "label_share", "reference_label_share")},
                 "drift": d.drift, "ingest_warnings": list(self.ingest_warnings), "decision": self.decision}
+
+
+@dataclass(frozen=True)
+class RouteStats:
+    requests: int
+    errors: int = 0
+    p99_ms: float | None = None
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+
+@dataclass(frozen=True)
+class StepEvidence:
+    """One measurement of a step: both routes over the same period since the step began."""
+
+    elapsed_seconds: float
+    champion: RouteStats
+    candidate: RouteStats
+    score_distance: float | None = None
+    decision_agreement: float | None = None
+    quality_drop: float | None = None
+    labeled: int = 0  # candidate requests with a label
+    guard_stopped: bool = False  # the server's canary guard set the candidate's weight to 0
+
+    def metric(self, name: str) -> float | None:
+        if name == "error_rate_increase":
+            return self.candidate.error_rate - self.champion.error_rate if self.candidate.requests else None
+        if name == "p99_ratio":
+            c, k = self.champion.p99_ms, self.candidate.p99_ms
+            return k / c if c and k is not None else None
+        value: float | None = getattr(self, name)
+        return value

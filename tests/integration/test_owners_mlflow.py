@@ -86,7 +86,7 @@ def test_each_team_edits_its_own_model_and_only_reads_the_others(deployment: Any
 
 def test_grant_errors_are_one_line_and_exit_2(deployment: Any, tmp_path: Path) -> None:
     _, env = deployment
-    for bad, needle in (({"MLFLOW_TRACKING_PASSWORD": "wrong-password"}, "a wrong password, or not an admin"),
+    for bad, needle in (({"MLFLOW_TRACKING_PASSWORD": "wrong-password"}, "a wrong password, or not an admin"),  # pragma: allowlist secret
                         ({"MLFLOW_TRACKING_USERNAME": ""}, "MLFLOW_TRACKING_USERNAME"),
                         ({"CTLOOP_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"}, "basic-auth")):
         proc = run_cli("owners", "grant", env={**env, **bad})

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import SPEC, run_cli
+from tests.conftest import SPEC
 from tests.stack_helpers import MlflowServer
 
 ADMIN = ("admin", "admin-pw-12345")  # pragma: allowlist secret
@@ -32,14 +34,21 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mlflo
         spec["training"].pop("experiment", None)
         (models / f"{name}.yaml").write_text(yaml.safe_dump({**spec, "owner": team}))
     server = MlflowServer(root / "mlflow", admin=ADMIN)
-    env = {"CTLOOP_MODELS_DIR": str(models), "CTLOOP_HOME": str(root / "home"), "CTLOOP_MODEL": "",
+    env = {"CTLOOP_MODELS_DIR": str(models), "CTLOOP_HOME": str(root / "home"),
            "CTLOOP_MLFLOW_TRACKING_URI": server.url, "MLFLOW_TRACKING_USERNAME": ADMIN[0],
-           "MLFLOW_TRACKING_PASSWORD": ADMIN[1], "CTLOOP_PARAMS": "",
+           "MLFLOW_TRACKING_PASSWORD": ADMIN[1],
            **{f"CTLOOP_TEAM_{team.upper().replace('-', '_')}_MLFLOW_PASSWORD": pw for team, pw in TEAMS.values()}}
     try:
         yield server, env
     finally:
         server.kill()
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``ctloop`` in the deployment's environment: its models folder, without a one-model override."""
+    base = {k: v for k, v in os.environ.items() if k not in ("CTLOOP_PARAMS", "CTLOOP_MODEL")}
+    return subprocess.run([str(Path(sys.executable).with_name("ctloop")), *args], capture_output=True, text=True,
+                          env={**base, **env})
 
 
 def _as(server: MlflowServer, user: str, password: str) -> Any:

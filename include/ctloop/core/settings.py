@@ -44,8 +44,8 @@ def list_models(models_dir: Path) -> list[str]:
 class Settings(BaseSettings):
     """Where ctloop keeps things. Every field is overridable as ``CTLOOP_<FIELD>``."""
 
-    # an empty variable (`CTLOOP_LAKE=` in a compose .env) is unset, as in Docker Compose and most tools
-    model_config = SettingsConfigDict(env_prefix="CTLOOP_", frozen=True, extra="ignore", env_ignore_empty=True)
+    # an empty variable is a value, not "unset": CTLOOP_SERVING_TOKEN= must be refused, never mean "no auth"
+    model_config = SettingsConfigDict(env_prefix="CTLOOP_", frozen=True, extra="ignore")
 
     project_dir: Path = PROJECT_DIR
     home: Path = Field(default=PROJECT_DIR / ".ctloop", description="root of every local store")

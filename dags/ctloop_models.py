@@ -30,33 +30,21 @@ from airflow.sdk import (
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from ctloop.airflow_edge import (
-    dag_doc,
+    dag_arguments,
     deployment_specs,
+    invalid_spec_arguments,
     model_of_dag,
     retrain_defaults,
     schedule_end,
-    schedule_start,
     task_defaults,
 )
 from ctloop.core import assets
-from ctloop.core.owners import access_control
 
 if TYPE_CHECKING:
     from ctloop.core.params import Params
 
 def _dag(model: str, flow: str, spec: Params, schedule: Any, **kwargs: Any) -> DAG:
-    if spec.owner:  # the UI's Owner column and filter show the owning team
-        kwargs["default_args"] = {**kwargs.get("default_args", {}), "owner": spec.owner}
-    return DAG(
-        dag_id=f"{model}__{flow}",
-        schedule=schedule,
-        start_date=schedule_start(spec),
-        catchup=False,
-        tags=["ctloop", f"model:{model}", flow],
-        doc_md=dag_doc(flow, model, spec),
-        access_control=access_control(spec),  # the owning team's role edits and triggers its model's DAGs
-        **kwargs,
-    )
+    return DAG(schedule=schedule, **dag_arguments(model, flow, spec, **kwargs))
 
 
 def build_ingest(model: str, params: Params) -> DAG:
@@ -305,13 +293,7 @@ def build_approve(model: str, params: Params) -> DAG:
 
 def build_invalid_spec(model: str, error: str) -> DAG:
     """A spec that does not validate: no DAGs that could act on it, one that says why in the UI."""
-    from datetime import UTC, datetime
-
-    with DAG(dag_id=f"{model or 'ctloop'}__invalid_spec", schedule=None, start_date=datetime(2026, 1, 1, tzinfo=UTC),
-             catchup=False, tags=["ctloop", f"model:{model}", "invalid-spec"], is_paused_upon_creation=True,
-             description=error[:200],
-             doc_md=f"### {model}: invalid spec\n\nThis model has no DAGs until its spec validates:\n\n`{error}`",
-             default_args={"retries": 0}) as dag:
+    with DAG(schedule=None, **invalid_spec_arguments(model, error)) as dag:
         @task
         def report_invalid_spec() -> None:
             raise AirflowFailException(error)

@@ -186,6 +186,27 @@ def dag_doc(flow: str, model: str, params: Params) -> str:
                                  registered=params.training.registered_model)
 
 
+def dag_arguments(model: str, flow: str, spec: Params, **kwargs: Any) -> dict[str, Any]:
+    """The ``DAG(...)`` arguments every generated DAG shares: id, start, tags, doc, and its owning team
+    (``spec.owner``; ``owner``: the UI's Owner column; ``access_control``: the team's role edits and triggers the DAG)."""
+    from ctloop.core.owners import access_control
+
+    if spec.owner:
+        kwargs["default_args"] = {**kwargs.get("default_args", {}), "owner": spec.owner}
+    return {"dag_id": f"{model}__{flow}", "start_date": schedule_start(spec), "catchup": False,
+            "tags": ["ctloop", f"model:{model}", flow], "doc_md": dag_doc(flow, model, spec),
+            "access_control": access_control(spec), **kwargs}  # kwargs: DAG(...)'s own, e.g. params (the form)
+
+
+def invalid_spec_arguments(model: str, error: str) -> dict[str, Any]:
+    """The ``DAG(...)`` arguments of ``<model>__invalid_spec``: paused, its description and doc the error."""
+    return {"dag_id": f"{model or 'ctloop'}__invalid_spec", "start_date": datetime(2026, 1, 1, tzinfo=UTC),
+            "catchup": False, "tags": ["ctloop", f"model:{model}", "invalid-spec"], "is_paused_upon_creation": True,
+            "description": error[:200],
+            "doc_md": f"### {model}: invalid spec\n\nThis model has no DAGs until its spec validates:\n\n`{error}`",
+            "default_args": {"retries": 0}}
+
+
 def model_of_dag(dag_id: str) -> str | None:
     """The model a generated DAG acts for (``<model>__<flow>``)."""
     return dag_id.split("__", 1)[0] if "__" in dag_id else None

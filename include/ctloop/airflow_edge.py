@@ -35,7 +35,7 @@ from airflow.sdk import BaseNotifier
 from ctloop.core.audit import subscribe
 from ctloop.core.locks import file_lock
 from ctloop.core.metrics import emit_counter
-from ctloop.core.params import load_params
+from ctloop.core.params import load_params, load_specs
 from ctloop.core.settings import get_settings
 from ctloop.decisions.alerts import Alert, Delivery, alert_from_audit
 
@@ -60,20 +60,10 @@ def deployment_specs(only: str | None = None) -> ModelSpecs:
     Variables or database at parse time: the models folder and the environment only."""
     from ctloop.core.errors import ConfigError
 
-    settings = get_settings()
     try:
-        names = settings.model_names()
+        specs, broken = load_specs(get_settings(), only)
     except ConfigError as e:
         return ModelSpecs({}, {"": str(e)})
-    specs: dict[str, Params] = {}
-    broken: dict[str, str] = {}
-    for name in names:
-        if only is not None and name != only:
-            continue
-        try:
-            specs[name] = load_params(settings.for_model(name).spec_path)
-        except ConfigError as e:
-            broken[name] = str(e)
     return ModelSpecs(specs, broken)
 
 

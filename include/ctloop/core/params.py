@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ctloop.core.errors import ConfigError
-from ctloop.core.settings import DEFAULTS_FILE
+from ctloop.core.settings import DEFAULTS_FILE, Settings
 from ctloop.core.task import (
     DEFAULT_GATE,
     DEFAULT_QUALITY,
@@ -672,3 +672,18 @@ def get_params() -> Params:
     from ctloop.core.settings import get_settings
 
     return load_params(get_settings().spec_path)
+
+
+def load_specs(settings: Settings, only: str | None = None) -> tuple[dict[str, Params], dict[str, str]]:
+    """Every model's checked spec, and the error of each spec that does not validate (``only``: just that
+    model). A broken spec never hides the others: the DAG factory and ``ctloop owners`` list the rest."""
+    specs: dict[str, Params] = {}
+    broken: dict[str, str] = {}
+    for name in settings.model_names():
+        if only is not None and name != only:
+            continue
+        try:
+            specs[name] = load_params(settings.for_model(name).spec_path)
+        except ConfigError as e:
+            broken[name] = str(e)
+    return specs, broken

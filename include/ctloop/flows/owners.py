@@ -38,16 +38,13 @@ class TeamGrant:
 def deployment_ownerships(settings: Settings, broken: list[str] | None = None) -> list[Ownership]:
     """Every owned model of the deployment. A spec that does not validate is a ConfigError naming it, or,
     given ``broken``, its error is added there and the other models are listed (as the DAG factory does)."""
-    from ctloop.core.params import Params, load_params
+    from ctloop.core.params import load_specs
 
-    specs: dict[str, Params] = {}
-    for name in settings.model_names():
-        try:
-            specs[name] = load_params(settings.for_model(name).spec_path)
-        except ConfigError as e:
-            if broken is None:
-                raise
-            broken.append(str(e))
+    specs, errors = load_specs(settings)
+    if errors and broken is None:
+        raise ConfigError(next(iter(errors.values())))
+    if broken is not None:
+        broken.extend(errors.values())
     return ownerships(specs)
 
 

@@ -29,8 +29,10 @@ from tests.serving_helpers import Server, failing_on_unseen, logged, register, t
 
 pytestmark = pytest.mark.integration
 
+# The latency margin is wide on purpose: this file's guard test is about the error-rate stop, and a busy
+# CI machine once stopped the canary on p99 first (81.6 ms vs 25.9 ms). The latency rule is unit-tested.
 SERVING = {"poll_seconds": 0.3, "guard": {"window": 200, "min_requests": 20, "max_error_rate_increase": 0.02,
-                                          "max_p99_ratio": 3.0, "min_p99_increase_ms": 20},
+                                          "max_p99_ratio": 50.0, "min_p99_increase_ms": 5000},
            "log": {"flush_seconds": 0.2, "flush_rows": 5000, "max_queue_rows": 200000}}
 
 

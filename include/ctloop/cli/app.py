@@ -31,6 +31,8 @@ golden_app = typer.Typer(no_args_is_help=True, help="The golden set: reviewed ca
 alerts_app = typer.Typer(no_args_is_help=True, help="Alerts on the alerts connection.")
 labels_app = typer.Typer(no_args_is_help=True, help="Delayed labels from a real system (labels.path, POST /feedback).")
 owners_app = typer.Typer(no_args_is_help=True, help="Which team owns which model, in Airflow and MLflow.")
+rollout_app = typer.Typer(no_args_is_help=True, help="Staged rollouts: a gated candidate earns its traffic step by step.")
+app.add_typer(rollout_app, name="rollout")
 app.add_typer(labels_app, name="labels")
 app.add_typer(owners_app, name="owners")
 app.add_typer(audit_app, name="audit")

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ctloop.cli.app import JsonFlag, app, emit, runtime
+from ctloop.cli.app import JsonFlag, app, emit, rollout_app, runtime
 
 
 @app.command()
@@ -85,3 +85,48 @@ def status(as_json: JsonFlag = False) -> None:
     from ctloop.views import status_table
 
     Console(width=None if Console().is_terminal else 150).print(status_table(st))
+
+
+def _rollout_line(state: dict | None) -> str:
+    if state is None:
+        return "no rollout"
+    line = (f"v{state['candidate']} vs champion v{state['champion']}: {state['status']}, step {state['step'] + 1} at "
+            f"{state['weight']:.0%} since {state['step_started_at']}")
+    for i, step in enumerate(state["steps"], 1):
+        line += f"\n  step {i} ({step['weight']:.0%}): {step['outcome']} after {step['wall_seconds']:.0f} s: " \
+                f"{'; '.join(step['reasons'])}"
+    if state["ended_reasons"]:
+        line += f"\n  ended {state['ended_at']}: {'; '.join(state['ended_reasons'])}"
+    return line
+
+
+@rollout_app.command("status")
+def rollout_status(as_json: JsonFlag = False) -> None:
+    """The model's staged rollout: candidate, step, weight, each finished step's analysis."""
+    from ctloop.flows.rollout import read_rollout
+
+    settings, _, _ = runtime()
+    state = read_rollout(settings)
+    emit({"rollout": state.to_dict() if state else None}, as_json, _rollout_line(state.to_dict() if state else None))
+
+
+@rollout_app.command("resume")
+def rollout_resume(reason: Annotated[str, typer.Option(help="why it may go on (audited)")],
+                   as_json: JsonFlag = False) -> None:
+    """Let a paused (Inconclusive) rollout go on: its step starts again. The DAG measures it on its next run."""
+    from ctloop.flows.rollout import resume_rollout
+
+    settings, params, _ = runtime()
+    state = resume_rollout(params, settings, reason, actor="cli")
+    emit({"rollout": state.to_dict()}, as_json, _rollout_line(state.to_dict()))
+
+
+@rollout_app.command("abort")
+def rollout_abort(reason: Annotated[str, typer.Option(help="why (audited, tagged on the candidate)")],
+                  as_json: JsonFlag = False) -> None:
+    """Stop a running or paused rollout: the candidate's weight goes to 0 and it needs a new gate pass."""
+    from ctloop.flows.rollout import abort_rollout
+
+    settings, params, _ = runtime()
+    state = abort_rollout(params, settings, reason, actor="cli")
+    emit({"rollout": state.to_dict()}, as_json, _rollout_line(state.to_dict()))

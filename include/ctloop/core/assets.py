@@ -22,3 +22,9 @@ def rollback_alert(model: str) -> str:
 def labels(model: str) -> str:
     """Emitted by ``<model>__labels`` for each stored label delivery."""
     return f"ctloop/{model}/labels"
+
+
+def rollout(model: str) -> str:
+    """Emitted by ``<model>__retrain`` when a gated challenger starts a staged rollout; schedules
+    ``<model>__rollout``."""
+    return f"ctloop/{model}/rollout"

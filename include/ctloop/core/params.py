@@ -420,6 +420,7 @@ def _default_analysis() -> dict[str, MetricCondition]:
 
 class RolloutSpec(_Strict):
     steps: list[RolloutStep] = Field(default_factory=_default_steps)
+    interval_seconds: float = Field(default=30, gt=0)  # between two measurements of a step once it has its minimums
     analysis: dict[str, MetricCondition] = Field(default_factory=_default_analysis)
 
     @model_validator(mode="after")
@@ -438,7 +439,9 @@ class RolloutSpec(_Strict):
 
 
 class PromotionSpec(_Strict):
-    mode: Literal["auto", "manual"] = "auto"
+    # rollout: a passing challenger that would replace a champion becomes @candidate and earns its traffic
+    # through rollout.steps (the first champion still goes straight in)
+    mode: Literal["auto", "manual", "rollout"] = "auto"
     rollback: RollbackPolicy = RollbackPolicy()
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)  # the analysis of a staged rollout (issue 20)
 
@@ -496,7 +499,7 @@ class ServingSpec(_Strict):
 
 
 AlertEvent = Literal["task_failure", "quarantine", "validation_warning", "gate_rejection", "drift_trigger", "rollback",
-                     "canary_stop"]
+                     "canary_stop", "rollout_abort", "rollout_pause"]
 
 
 class AlertsSpec(_Strict):

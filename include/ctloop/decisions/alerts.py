@@ -35,6 +35,8 @@ _FROM_AUDIT: dict[tuple[str, str], tuple[str, str, str]] = {
     ("drift_trigger", "triggered"): ("drift_trigger", "info", "drift triggered a retrain"),
     ("rollback", "rolled back"): ("rollback", "critical", "champion rolled back"),
     ("canary_stop", "*"): ("canary_stop", "critical", "canary stopped"),
+    ("rollout", "aborted"): ("rollout_abort", "critical", "staged rollout aborted"),
+    ("rollout", "paused"): ("rollout_pause", "warning", "staged rollout paused for a person"),
 }
 
 

@@ -203,6 +203,21 @@ def hold(client: MlflowClient, settings: Settings, model: str, version: str, rea
     return {"candidate": version, "replaced_candidate": before, "at": at}
 
 
+def withdraw(client: MlflowClient, settings: Settings, model: str, version: str, reason: str,
+             tags: dict[str, str], actor: str = "ctloop", dag_run: str | None = None) -> str:
+    """A staged rollout's candidate failed: ``@candidate`` leaves ``version`` and the version loses its gate
+    pass (it can only come back through a new gate), with ``tags`` saying why. Returns when."""
+    model_version(client, model, version)
+    with registry_lock(settings, model):
+        finish_pending(client, settings, model)
+        at = datetime.now(UTC).isoformat(timespec="seconds")
+        targets: list[tuple[str, str | None]] = [(CANDIDATE, None)] if alias_version(client, model, CANDIDATE) == version else []
+        apply_moves(client, settings, Plan(model, "withdraw", targets, {version: tags | {"withdrawn_at": at}},
+                                           [(version, "gate_passed"), (version, "gate_decision")], reason, actor,
+                                           dag_run, at))
+    return at
+
+
 def rollback(client: MlflowClient, settings: Settings, model: str, to: str | None, expected_champion: str | None,
              reason: str, actor: str = "ctloop", dag_run: str | None = None) -> Promotion:
     """Move ``champion`` back to ``to`` (default: ``previous``) in one compare-and-set step. The

@@ -94,7 +94,7 @@ def scheduler_idle(models: Path, home: Path, n: int) -> list[float]:
         "AIRFLOW__METRICS__STATSD_PORT": str(receiver.port), "AIRFLOW__METRICS__STATSD_PREFIX": "airflow"})
     with airflow:
         dag_ids = [f"model_{i:02d}__{flow}" for i in range(n) for flow in ("ingest", "retrain", "monitor", "labels",
-                                                                            "rollback", "approve")]
+                                                                            "rollback", "approve", "rollout")]
         airflow.wait_for_dags(dag_ids, timeout=600)
         for dag_id in dag_ids:  # idle: unpaused, but the schedule ends before now and nothing is triggered
             airflow.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})

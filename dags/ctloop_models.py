@@ -1,10 +1,10 @@
 """
-### ctloop's DAG factory: six DAGs per model spec
+### ctloop's DAG factory: seven DAGs per model spec
 
 One file generates every model's DAGs (Airflow's dynamic DAG generation): for each `models/<name>.yaml`,
-`<name>__ingest`, `<name>__retrain`, `<name>__monitor`, `<name>__labels`, `<name>__rollback` and
-`<name>__approve`, tagged `model:<name>` so the Airflow UI filters by model. Each model has its own Assets
-(`ctloop/<name>/curated`, `/drift`, `/rollback`, `/labels`): a drift of one model never retrains another.
+`<name>__ingest`, `<name>__retrain`, `<name>__monitor`, `<name>__labels`, `<name>__rollback`,
+`<name>__approve` and `<name>__rollout`, tagged `model:<name>` so the Airflow UI filters by model. Each model has its own Assets
+(`ctloop/<name>/curated`, `/drift`, `/rollback`, `/labels`, `/rollout`): a drift of one model never retrains another.
 
 Deterministic and light at parse time: the models folder and the environment only (no Variables, no
 database), no pandas/sklearn/MLflow import; a task run parses only its own model's DAG
@@ -30,6 +30,7 @@ from airflow.sdk import (
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from ctloop.airflow_edge import (
+    RolloutController,
     dag_arguments,
     deployment_specs,
     invalid_spec_arguments,
@@ -142,8 +143,8 @@ def build_retrain(model: str, params: Params) -> DAG:
 
             return retrain_gate(model, evaluated, trained)
 
-        @task
-        def promote(decision: dict, built: dict, params=None) -> dict:
+        @task(outlets=[Asset(name=assets.rollout(model))])
+        def promote(decision: dict, built: dict, params=None, outlet_events=None) -> dict:
             from ctloop.core.errors import PromotionConflict
             from ctloop.flows.tasks import retrain_promote
 
@@ -153,6 +154,8 @@ def build_retrain(model: str, params: Params) -> DAG:
                 raise AirflowFailException(str(e)) from e
             if promoted is None:
                 raise AirflowSkipException(f"gate rejected v{decision['challenger']}: {'; '.join(decision['reasons'])}")
+            if "rollout" in promoted:  # promotion.mode rollout: <model>__rollout takes it from here
+                outlet_events[Asset(name=assets.rollout(model))].extra = {"model": model, "candidate": promoted["version"]}
             return promoted
 
         built = build_training_set()
@@ -291,6 +294,18 @@ def build_approve(model: str, params: Params) -> DAG:
     return dag
 
 
+def build_rollout(model: str, params: Params) -> DAG:
+    form = {"action": Param("advance", type="string", enum=["advance", "resume", "abort"], title="Action",
+                            description="advance: measure and act (what the gate's Asset event runs); resume a "
+                                        "paused rollout; abort it (weight 0, the candidate needs a new gate pass)"),
+            "reason": Param(None, type=["null", "string"], title="Reason",
+                            description="why; required to resume or abort (audited)")}
+    with _dag(model, "rollout", params, schedule=[Asset(name=assets.rollout(model))], max_active_runs=1,
+              params=form, default_args=task_defaults(retries=1, retry_delay=timedelta(seconds=10))) as dag:
+        RolloutController(task_id="control", model=model)
+    return dag
+
+
 def build_invalid_spec(model: str, error: str) -> DAG:
     """A spec that does not validate: no DAGs that could act on it, one that says why in the UI."""
     with DAG(schedule=None, **invalid_spec_arguments(model, error)) as dag:
@@ -303,7 +318,7 @@ def build_invalid_spec(model: str, error: str) -> DAG:
 
 
 BUILDERS = {"ingest": build_ingest, "retrain": build_retrain, "monitor": build_monitor, "labels": build_labels,
-            "rollback": build_rollback, "approve": build_approve}
+            "rollback": build_rollback, "approve": build_approve, "rollout": build_rollout}
 
 # A task run parses only the DAG it runs (its model's spec, that flow); the DAG processor parses all.
 _parsing = get_parsing_context().dag_id

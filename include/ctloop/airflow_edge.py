@@ -23,14 +23,17 @@ never fails the decision it reports (that is in the audit log already). Every at
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseNotifier
+from airflow.sdk import BaseNotifier, BaseOperator
+from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from ctloop.core.audit import subscribe
 from ctloop.core.locks import file_lock
@@ -166,6 +169,19 @@ Manual promotion for `promotion.mode: manual`: a challenger that passed its gate
 a person reviews it (MLflow run, gate decision, evaluation suites) and triggers this DAG with the version
 and a reason. Approval of a version whose gate failed, or that was rolled back since its last gate pass,
 is refused. The champion moves by compare-and-set; the approval is audited.
+""",
+    "rollout": """
+### {model}: staged rollout
+
+`promotion.mode: rollout`: a challenger that passed its gate becomes `@candidate` of `{registered}` and
+`{model}__retrain` emits the Asset `ctloop/{model}/rollout`, which runs this DAG. Its one task sets the
+candidate's share of request keys step by step (`promotion.rollout.steps`, sticky per key), waits on the
+triggerer (no worker slot) until the step has its minimum time and requests, judges the step from the
+prediction log (error rate, p99 latency, score distance, decision agreement, labeled quality) and acts:
+next weight; `@champion` by compare-and-set after the last step; weight 0 at once and the candidate
+withdrawn when a metric fails or the server's guard stopped it; paused for a person when the step times
+out undecided. Trigger it with `action` resume or abort (and a reason) to answer a paused rollout, or use
+`ctloop rollout status|resume|abort --model {model}`.
 """,
 }
 
@@ -353,3 +369,69 @@ def route_audit_alerts() -> None:
     """From now on, every alert-worthy audit entry this process writes goes out through the alerts
     connection (idempotent: a process subscribes once)."""
     subscribe(alert_on_audit)
+
+
+class RolloutTrigger(BaseTrigger):
+    """Waits on the triggerer until a staged-rollout step should be measured (no worker slot held while
+    traffic arrives): polls :func:`ctloop.flows.rollout.step_ready` every ``poll_seconds`` in a thread."""
+
+    def __init__(self, model: str | None, not_before: str, poll_seconds: float = 5.0) -> None:
+        super().__init__()
+        self.model, self.not_before, self.poll_seconds = model, not_before, poll_seconds
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (f"{__name__}.RolloutTrigger",
+                {"model": self.model, "not_before": self.not_before, "poll_seconds": self.poll_seconds})
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from ctloop.flows.tasks import rollout_ready
+
+        while True:
+            why = await asyncio.to_thread(rollout_ready, self.model, self.not_before)
+            if why is not None:
+                yield TriggerEvent({"ready": why})
+                return
+            await asyncio.sleep(self.poll_seconds)
+
+
+class RolloutController(BaseOperator):
+    """``<model>__rollout``'s task: apply the form's action (advance, resume, abort), measure and act, and
+    defer to :class:`RolloutTrigger` until the next measurement, step after step, until the rollout is
+    promoted, aborted or paused. Each step's analysis is in the task log, the audit log and the candidate's
+    MLflow run."""
+
+    template_fields = ("action", "reason")
+    ui_color = "#d6eaf8"
+
+    def __init__(self, *, model: str | None, action: str = "{{ params.action }}",
+                 reason: str = "{{ params.reason or '' }}", poll_seconds: float = 5.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model, self.action, self.reason, self.poll_seconds = model, action, reason, poll_seconds
+
+    def execute(self, context: Any) -> dict[str, Any] | None:
+        return self._control(context, self.action)
+
+    def measure(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        self.log.info("measuring: %s", (event or {}).get("ready"))
+        return self._control(context, "advance")
+
+    def _control(self, context: Any, action: str) -> dict[str, Any] | None:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from ctloop.core.errors import CtloopError
+        from ctloop.flows.tasks import rollout_control
+
+        run = context["dag_run"]
+        try:
+            result = rollout_control(self.model, action, self.reason, run.dag_id, run.run_id)
+        except CtloopError as e:
+            raise AirflowFailException(str(e)) from e
+        analysis, state = result["analysis"], result["state"]
+        if analysis is not None:
+            self.log.info("step %d at %.0f%%: %s -> %s; %s", analysis["step"] + 1, 100 * analysis["weight"],
+                          analysis["outcome"], analysis["action"], "; ".join(analysis["reasons"]))
+        if result["wait_until"] is not None:
+            self.defer(trigger=RolloutTrigger(self.model, result["wait_until"], self.poll_seconds),
+                       method_name="measure")
+        self.log.info("rollout %s", state["status"] if state else "not started")
+        return result

@@ -17,7 +17,7 @@ from tests.conftest import REPO, SPEC
 
 DAGS = REPO / "dags"
 FACTORY = DAGS / "ctloop_models.py"
-FLOWS = ("ingest", "retrain", "monitor", "labels", "rollback", "approve")
+FLOWS = ("ingest", "retrain", "monitor", "labels", "rollback", "approve", "rollout")
 HEAVY = ["pandas", "sklearn", "mlflow", "great_expectations", "evidently"]
 
 

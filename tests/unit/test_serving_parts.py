@@ -17,12 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ctloop.core.params import CanaryGuardSpec, get_params
+from ctloop.data.routes import Routes, read_routes, write_routes
 from ctloop.decisions.canary import judge_canary
 from ctloop.estimators.compiled import NotCompilable, compile_linear, probe_records, verified
 from ctloop.estimators.pipeline import build_pipeline
 from ctloop.estimators.scoring import prepare_rows, records_frame
 from ctloop.serving.logwriter import LogWriter
-from ctloop.serving.routing import Routes, bucket, on_canary, read_routes, write_routes
+from ctloop.serving.routing import bucket, on_canary
 from tests.serving_helpers import training_frame
 
 

@@ -101,7 +101,7 @@ def routes(
     as_json: JsonFlag = False,
 ) -> None:
     """Show or change the serving routes at run time (servers pick a change up within serving.poll_seconds)."""
-    from ctloop.serving.routing import read_routes, routes_path, write_routes
+    from ctloop.data.routes import read_routes, routes_path, write_routes
 
     settings, params, _ = runtime()
     changes = {k: v for k, v in {"canary_fraction": canary, "canary_alias": canary_alias, "shadow": shadow,

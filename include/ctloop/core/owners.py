@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ctloop.core.params import Params
 
-FLOWS = ("ingest", "retrain", "monitor", "labels", "rollback", "approve")
+FLOWS = ("ingest", "retrain", "monitor", "labels", "rollback", "approve", "rollout")
 # what the owning role may do on each of its model's DAGs (FAB DAG-level resources and actions)
 DAG_ACTIONS: dict[str, frozenset[str]] = {
     "DAGs": frozenset({"can_read", "can_edit"}),

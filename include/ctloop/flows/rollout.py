@@ -115,7 +115,7 @@ def _write(settings: Settings, state: RolloutState) -> RolloutState:
 
 
 def _set_weight(params: Params, settings: Settings, weight: float, by: str) -> None:
-    from ctloop.serving.routing import read_routes, write_routes
+    from ctloop.data.routes import read_routes, write_routes
 
     routes = read_routes(settings.state_dir, params.serving)
     write_routes(settings.state_dir, routes.changed(by, canary_alias="candidate", canary_fraction=weight))
@@ -174,9 +174,9 @@ def measure(params: Params, settings: Settings, state: RolloutState, at: datetim
     """The current step's evidence: the log rows both versions served since the step began, the labels
     that arrived for them, and whether the server's guard stopped the candidate."""
     from ctloop.data.predictions import labels_arrived, predictions_written_since
+    from ctloop.data.routes import read_routes
     from ctloop.data.store import Lake
     from ctloop.monitoring.rollout import CANDIDATE, CHAMPION, SHADOW, measure_step
-    from ctloop.serving.routing import read_routes
 
     since = datetime.fromisoformat(state.step_started_at)
     lake = Lake(settings.lake_root)
@@ -193,6 +193,47 @@ def measure(params: Params, settings: Settings, state: RolloutState, at: datetim
     return measure_step(log, (at - since).total_seconds(), labels=labels,
                         quality_metric=params.monitoring.quality_metric, task=params.dataset.task,
                         min_labeled=step.min_labeled, guard_stopped=stopped)
+
+
+def step_ready(params: Params, settings: Settings, not_before: str, at: datetime | None = None) -> str | None:
+    """Why the controller should measure now, or None to keep waiting (what the triggerer polls; cheap: it
+    reads the state, the routes and the candidate's log rows' route column only):
+    the rollout is no longer running (a person paused or aborted it), the server's guard stopped the
+    candidate, the step's timeout passed, or ``not_before`` passed and the step has its minimum time and
+    candidate requests."""
+    import pyarrow.parquet as pq
+
+    from ctloop.data.routes import read_routes
+    from ctloop.data.store import Lake
+
+    state = read_rollout(settings)
+    if state is None or state.status != "running":
+        return f"rollout {'gone' if state is None else state.status}"
+    routes = read_routes(settings.state_dir, params.serving)
+    if routes.stopped and str(routes.stopped.get("version")) == state.candidate:
+        return "the server's guard stopped the candidate"
+    at = at or _now()
+    started = datetime.fromisoformat(state.step_started_at)
+    step = params.promotion.rollout.steps[state.step]
+    elapsed = (at - started).total_seconds()
+    if elapsed >= step.timeout_seconds:
+        return f"step timeout {step.timeout_seconds:.0f} s passed"
+    if at < datetime.fromisoformat(not_before) or elapsed < step.min_seconds:
+        return None
+    floor, requests = started.timestamp(), 0
+    base = Lake(settings.lake_root).root / "predictions"
+    for hour in base.glob("dt=*/hour=*") if base.exists() else ():
+        if hour.stat().st_mtime < floor:
+            continue
+        for f in hour.glob("*.parquet"):
+            if f.stat().st_mtime >= floor:
+                t = pq.read_table(f, columns=["route", "model_version"])
+                routes_, versions = t.column("route").to_pylist(), t.column("model_version").to_pylist()
+                requests += sum(r == "canary" and str(v) == state.candidate
+                                for r, v in zip(routes_, versions, strict=True))
+        if requests >= step.min_requests:
+            return f"{requests} candidate requests and {elapsed:.0f} s on the step"
+    return None
 
 
 def _log_step(settings: Settings, params: Params, state: RolloutState, analysis: StepAnalysis) -> None:

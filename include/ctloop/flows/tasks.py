@@ -187,8 +187,46 @@ def retrain_promote(model: str | None, decision: dict[str, Any], form: dict[str,
     dag_run = f"{trigger.get('dag_id')}/{trigger.get('run_id')}"
     if params.promotion.mode == "manual" and not force:
         return hold_candidate(params, settings, str(decision["challenger"]), reason, actor=actor, dag_run=dag_run)
+    if params.promotion.mode == "rollout" and not force and decision.get("champion"):
+        from ctloop.flows.rollout import start_rollout
+
+        state = start_rollout(params, settings, str(decision["challenger"]), reason, actor=actor,
+                              expected_champion=str(decision["champion"]), dag_run=dag_run)
+        return {"rollout": state.to_dict(), "version": state.candidate}
     return promote_version(params, settings, str(decision["challenger"]), reason, force=force and not decision["passed"],
                            actor=actor, expected_champion=decision.get("champion"), dag_run=dag_run)
+
+
+@costed("rollout", "control")
+def rollout_control(model: str | None, action: str, reason: str | None, dag_id: str, run_id: str) -> dict[str, Any]:
+    """``<model>__rollout``: a person's answer first (``resume`` or ``abort`` from the form), then one
+    measurement and the action it calls for. ``wait_until``: when the next measurement may come (the
+    triggerer waits for it without a worker slot); None when the rollout is not running."""
+    from datetime import UTC, datetime, timedelta
+
+    from ctloop.flows.rollout import abort_rollout, advance_rollout, read_rollout, resume_rollout
+
+    settings, params, _ = _runtime(model)
+    actor = f"airflow:{dag_id}/{run_id}"
+    if action == "abort":
+        abort_rollout(params, settings, reason or "", actor)
+    elif action == "resume":
+        resume_rollout(params, settings, reason or "", actor)
+    done = advance_rollout(params, settings, actor=actor) if action != "abort" else None
+    state = read_rollout(settings)
+    waiting = state is not None and state.status == "running"
+    pause = timedelta(seconds=params.promotion.rollout.interval_seconds if done and done.analysis else 0)
+    return {"state": state.to_dict() if state else None,
+            "analysis": done.analysis.to_dict() if done and done.analysis else None,
+            "wait_until": (datetime.now(UTC) + pause).isoformat() if waiting else None}
+
+
+def rollout_ready(model: str | None, not_before: str) -> str | None:
+    """The triggerer's poll (see :func:`ctloop.flows.rollout.step_ready`)."""
+    from ctloop.flows.rollout import step_ready
+
+    settings, params, _ = _runtime(model)
+    return step_ready(params, settings, not_before)
 
 
 @costed("approve", "approve")

@@ -27,12 +27,13 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request, Response
 
 from ctloop.core.errors import ConfigError, DependencyUnavailable
+from ctloop.data.routes import read_routes, write_routes
 from ctloop.serving.batcher import MicroBatcher
 from ctloop.serving.feedback import FeedbackHandler, RecentRequests
 from ctloop.serving.guard import CanaryGuard
 from ctloop.serving.handler import PredictionHandler
 from ctloop.serving.models import ModelStore
-from ctloop.serving.routing import read_routes, routes_openapi, write_routes
+from ctloop.serving.routing import routes_openapi
 
 if TYPE_CHECKING:
     from ctloop.core.params import Params

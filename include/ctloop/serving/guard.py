@@ -11,9 +11,10 @@ import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from ctloop.data.routes import Routes, write_routes
 from ctloop.decisions.canary import judge_canary
 from ctloop.serving.models import now
-from ctloop.serving.routing import CANARY_ROUTE, CHAMPION_ROUTE, Routes, RouteStats, write_routes
+from ctloop.serving.routing import CANARY_ROUTE, CHAMPION_ROUTE, RouteStats
 
 if TYPE_CHECKING:
     from ctloop.core.params import CanaryGuardSpec

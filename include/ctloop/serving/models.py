@@ -11,9 +11,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from ctloop.data.routes import Routes, read_routes
 from ctloop.estimators.scoring import ScoringError
 from ctloop.serving.batcher import LoadedModel
-from ctloop.serving.routing import Routes, read_routes
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -66,13 +66,16 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
 
         subscribe(alert_in_process)  # as the CLI and the DAG's tasks do
         server = Server(home, params_path)
+        replica = Server(home, params_path)  # a second replica reading the same home: it applies every weight
         try:
             server.wait_ready()
-            yield {"server": server, "home": home, "settings": settings, "params": params, "frame": frame,
+            replica.wait_ready()
+            yield {"server": server, "replica": replica, "home": home, "settings": settings, "params": params, "frame": frame,
                    "client": configure_mlflow(settings), "webhook": webhook, "v1": v1,
                    "env": {"CTLOOP_HOME": str(home), "CTLOOP_PARAMS": str(params_path)}}
         finally:
             server.stop()
+            replica.stop()
             webhook.close()
             unsubscribe(alert_in_process)
             get_settings.cache_clear()
@@ -108,18 +111,72 @@ def traffic(served: dict[str, Any], n: int, prefix: str, languages: tuple[str, .
     return out
 
 
+class Traffic:
+    """Requests from a thread while a switch happens; every answer's (status, route)."""
+
+    def __init__(self, served: dict[str, Any], prefix: str) -> None:
+        import threading
+
+        self.served, self.prefix, self.answers = served, prefix, Counter[Any]()
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        contract = self.served["params"].dataset
+        rows = self.served["frame"].to_dict("records")
+        try:
+            with self.served["server"].client() as c:
+                i = 0
+                while not self._stop.is_set():
+                    rec = {k: rows[i % len(rows)][k] for k in contract.features} | {"request_id": f"{self.prefix}-{i}"}
+                    r = c.post("/predict", json=rec)
+                    self.answers[(r.status_code, r.json().get("route") if r.status_code == 200 else None)] += 1
+                    i += 1
+        except BaseException as e:
+            self.error = e
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        assert self.error is None, repr(self.error)
+
+
 def serving(served: dict[str, Any], version: str | None, fraction: float, timeout: float = 15) -> dict[str, Any]:
-    """Wait until the server applies the routes (candidate ``version`` at ``fraction``; None: no canary)."""
+    """Wait until both replicas apply the routes (candidate ``version`` at ``fraction``; None: no canary)."""
     deadline = time.monotonic() + timeout
-    with served["server"].client() as c:
-        while True:
-            model = c.get("/model").json()
-            canary = model["canary"]
-            if (canary is None and version is None) or (canary and canary["version"] == version
-                                                        and canary["fraction"] == fraction):
-                return model
-            assert time.monotonic() < deadline, (version, fraction, canary and (canary["version"], canary["fraction"]))
-            time.sleep(0.1)
+    for server in (served["replica"], served["server"]):
+        with server.client() as c:
+            while True:
+                model = c.get("/model").json()
+                canary = model["canary"]
+                if (canary is None and version is None) or (canary and canary["version"] == version
+                                                            and canary["fraction"] == fraction):
+                    break
+                assert time.monotonic() < deadline, (version, fraction, canary and (canary["version"], canary["fraction"]))
+                time.sleep(0.1)
+    return dict(model)
+
+
+def swaps(server: Server) -> float:
+    """Models this server loaded and warmed up so far (every alias)."""
+    with server.client() as c:
+        text = c.get("/metrics").text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("ctloop_serving_model_swaps_total{"))
+
+
+def champion_served(server: Server, version: str, timeout: float = 15) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    with server.client() as c:
+        while (model := c.get("/model").json())["champion"]["version"] != version:
+            assert time.monotonic() < deadline, model
+            time.sleep(0.02)
+    return dict(model)
 
 
 def test_a_good_candidate_earns_its_traffic_step_by_step_and_becomes_champion(served: dict[str, Any]) -> None:
@@ -150,17 +207,39 @@ def test_a_good_candidate_earns_its_traffic_step_by_step_and_becomes_champion(se
     assert [s["weight"] for s in state.steps] == [0.2, 0.5, 1.0]
     assert alias_version(client, name, "champion") == good and alias_version(client, name, "previous") == champion
     assert alias_version(client, name, "candidate") is None
-    model = serving(served, None, 0.0)
-    deadline = time.monotonic() + 15
-    while model["champion"]["version"] != good:  # every replica picks the new champion up at its next poll
-        assert time.monotonic() < deadline, model
-        time.sleep(0.1)
-        model = serving(served, None, 0.0)
+    serving(served, None, 0.0)
+    for server in (served["server"], served["replica"]):  # every replica picks the new champion up
+        model = champion_served(server, good)
+        assert model["previous_warm"]["version"] == champion  # blue-green: the old champion stays loaded
     kinds = [(e["kind"], e["outcome"]) for e in audit_log(settings).entries() if e["kind"] in ("rollout", "promotion")]
     assert kinds[-5:] == [("rollout", "started"), ("rollout", "next step"), ("rollout", "next step"),
                           ("promotion", "promoted"), ("rollout", "promoted")]
     run = client.get_model_version(name, good).run_id
     assert {a.path for a in client.list_artifacts(run, "rollout")} == {f"rollout/step-{i}.json" for i in (1, 2, 3)}
+
+
+def test_a_rollback_right_after_the_promotion_is_a_switch_to_the_warm_previous(served: dict[str, Any]) -> None:
+    from ctloop.flows.promotion import rollback_version
+
+    settings, client = served["settings"], served["client"]
+    params, name = served["params"], served["params"].training.registered_model
+    champion, previous = alias_version(client, name, "champion"), alias_version(client, name, "previous")
+    assert previous is not None and champion != previous  # the promotion the test above made
+    for server in (served["server"], served["replica"]):
+        champion_served(server, str(champion))
+    loaded = [swaps(served["server"]), swaps(served["replica"])]
+    with Traffic(served, "switch") as traffic:
+        started = time.monotonic()
+        rollback_version(params, settings, None, "test: switch back", actor="test")
+        moved = time.monotonic()
+        switched = [champion_served(server, previous) for server in (served["server"], served["replica"])]
+        done = time.monotonic()
+    # figures, not gates (bench/ has the switch time): registry moves, then both replicas serving it
+    print(f"rollback: aliases moved in {moved - started:.2f} s, both replicas serving @previous "
+          f"{done - moved:.2f} s later")
+    assert all(m["previous_warm"] is None or m["previous_warm"]["version"] != previous for m in switched)
+    assert [swaps(served["server"]), swaps(served["replica"])] == loaded  # no model was loaded: a switch
+    assert {status for status, _ in traffic.answers} == {200}, traffic.answers
 
 
 def test_a_candidate_whose_scores_shift_is_aborted_by_the_analysis(served: dict[str, Any]) -> None:

@@ -479,6 +479,12 @@ class PredictionLogSpec(_Strict):
     max_queue_rows: int = Field(default=200_000, ge=1)  # beyond this, rows are dropped and counted
 
 
+class BlueGreenSpec(_Strict):
+    # @previous stays loaded and warmed up in every server for this long after the server first sees it
+    # (0: off), so a rollback right after a promotion is a switch of references, not a load
+    keep_warm_seconds: float = Field(default=86_400, ge=0)
+
+
 class ServingSpec(_Strict):
     poll_seconds: float = Field(default=5.0, gt=0)  # registry aliases and the routes file
     compiled: bool = True  # serve linear pipelines through the verified compiled path (ctloop.estimators.compiled)
@@ -494,6 +500,7 @@ class ServingSpec(_Strict):
     canary: CanarySpec = CanarySpec()
     shadow: ServingShadowSpec = ServingShadowSpec()
     guard: CanaryGuardSpec = CanaryGuardSpec()
+    blue_green: BlueGreenSpec = BlueGreenSpec()
     batching: BatchingSpec = BatchingSpec()
     log: PredictionLogSpec = PredictionLogSpec()
 

@@ -173,6 +173,8 @@ def start_rollout(params: Params, settings: Settings, version: str, reason: str,
 def measure(params: Params, settings: Settings, state: RolloutState, at: datetime) -> StepEvidence:
     """The current step's evidence: the log rows both versions served since the step began, the labels
     that arrived for them, and whether the server's guard stopped the candidate."""
+    import pandas as pd
+
     from ctloop.data.predictions import labels_arrived, predictions_written_since
     from ctloop.data.routes import read_routes
     from ctloop.data.store import Lake
@@ -181,9 +183,14 @@ def measure(params: Params, settings: Settings, state: RolloutState, at: datetim
     since = datetime.fromisoformat(state.step_started_at)
     lake = Lake(settings.lake_root)
     log = predictions_written_since(lake, since, params.dataset)
-    log = log[((log["route"] == CANDIDATE) & (log["model_version"].astype(str) == state.candidate))
-              | ((log["route"].isin([CHAMPION, SHADOW])) & (log["model_version"].astype(str).isin(
-                  [state.champion, state.candidate])))]
+    versions = log["model_version"].astype(str)
+    candidate = log[(log["route"] == CANDIDATE) & (versions == state.candidate)]
+    champion = log[log["route"].isin([CHAMPION, SHADOW]) & versions.isin([state.champion, state.candidate])]
+    if state.weight >= 1.0:
+        # at 100% the champion serves no key: its side is what it served since the rollout began
+        whole = predictions_written_since(lake, datetime.fromisoformat(state.started_at), params.dataset)
+        champion = whole[(whole["route"] == CHAMPION) & (whole["model_version"].astype(str) == state.champion)]
+    log = pd.concat([candidate, champion], ignore_index=True)
     routes = read_routes(settings.state_dir, params.serving)
     stopped = bool(routes.stopped and str(routes.stopped.get("version")) == state.candidate)
     step = params.promotion.rollout.steps[state.step]

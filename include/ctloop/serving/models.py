@@ -36,6 +36,7 @@ class ModelSet:
     canary: LoadedModel | None = None  # None when the canary is off or its alias serves the champion
     shadow: LoadedModel | None = None
     routes: Routes = field(default_factory=Routes)
+    previous: LoadedModel | None = None  # kept warm, never routed: a rollback swaps it in without a load
 
 
 class ModelStore:
@@ -53,6 +54,7 @@ class ModelStore:
         self.client: MlflowClient | None = None
         self._cache: dict[str, LoadedModel] = {}
         self._lock = asyncio.Lock()
+        self._previous_seen: dict[str, float] = {}  # version -> when this server first saw it as @previous
         # bumped by every change made outside refresh() (the guard stopping a canary): a refresh that
         # read the routes before such a change must not swap its older view back in
         self.generation = 0
@@ -62,7 +64,7 @@ class ModelStore:
 
     async def refresh(self) -> ModelSet:
         """Read the routes file and the aliases; load, warm up and swap in whatever changed."""
-        from ctloop.registry.mlflow_registry import CHAMPION, alias_version
+        from ctloop.registry.mlflow_registry import CHAMPION, PREVIOUS, alias_version
 
         assert self.client is not None, "attach() the registry client first"
         client = self.client
@@ -80,8 +82,13 @@ class ModelStore:
                     wanted.append(routes.canary_alias)
                 if routes.shadow:
                     wanted.append(routes.shadow_alias)
+                if self.spec.blue_green.keep_warm_seconds > 0:
+                    wanted.append(PREVIOUS)
                 versions = {alias: await loop.run_in_executor(None, alias_version, client, self.name, alias)
                             for alias in wanted}
+                warm = versions.get(PREVIOUS)
+                if warm is not None and not self._keep_warm(warm):
+                    versions[PREVIOUS] = None
                 loaded = {alias: None if version is None else await self._load(alias, version)
                           for alias, version in versions.items()}
                 if generation == self.generation:
@@ -92,10 +99,21 @@ class ModelStore:
             if champion is not None:
                 canary = None if canary is not None and canary.version == champion.version else canary
                 shadow = None if shadow is not None and shadow.version == champion.version else shadow
-            new = ModelSet(champion, canary, shadow, routes)
+            previous = loaded.get(PREVIOUS)
+            previous = None if previous is not None and champion is not None and previous.version == champion.version \
+                else previous
+            new = ModelSet(champion, canary, shadow, routes, previous)
             self.swap(new)
-            self._cache = {m.version: m for m in (new.champion, new.canary, new.shadow) if m is not None}
+            self._cache = {m.version: m for m in (new.champion, new.canary, new.shadow, new.previous) if m is not None}
             return new
+
+    def _keep_warm(self, version: str) -> bool:
+        """Whether ``@previous`` (``version``) is still within ``serving.blue_green.keep_warm_seconds``."""
+        import time
+
+        first = self._previous_seen.setdefault(version, time.monotonic())
+        self._previous_seen = {version: first}  # only the current @previous is remembered
+        return time.monotonic() - first <= self.spec.blue_green.keep_warm_seconds
 
     def swap(self, new: ModelSet, by_refresh: bool = True) -> None:
         """The swap: one reference assignment (and the gauges that describe it)."""
@@ -106,7 +124,8 @@ class ModelStore:
         m.ready.set(1 if new.champion is not None else 0)
         m.canary_fraction.set(new.routes.canary_fraction if new.canary else 0)
         m.model_info.clear()
-        for role, lm in (("champion", new.champion), ("canary", new.canary), ("shadow", new.shadow)):
+        for role, lm in (("champion", new.champion), ("canary", new.canary), ("shadow", new.shadow),
+                         ("previous", new.previous)):
             if lm is not None:
                 m.model_info.labels(role, lm.version).set(1)
 
@@ -192,5 +211,6 @@ class ModelStore:
                 "champion": one(models.champion),
                 "canary": None if models.canary is None else {**(one(models.canary) or {}),
                                                                "fraction": models.routes.canary_fraction},
-                "shadow": one(models.shadow), "routes": models.routes.to_dict(),
+                "shadow": one(models.shadow), "previous_warm": one(models.previous),
+                "routes": models.routes.to_dict(),
                 "last_refresh_error": self.last_refresh_error}

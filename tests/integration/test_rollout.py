@@ -299,6 +299,8 @@ def test_too_little_traffic_pauses_and_the_cli_resumes_and_aborts(served: dict[s
     assert done.state is not None and done.state.status == "paused"
     status = run_cli("rollout", "status", env=served["env"])
     assert status.returncode == 0 and f"v{slow}" in status.stdout and "paused" in status.stdout, status
+    overall = run_cli("status", env=served["env"])
+    assert overall.returncode == 0 and f"rollout in progress: v{slow}" in overall.stdout, overall
     refused = run_cli("rollout", "resume", "--reason", " ", env=served["env"])
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "--reason" in refused.stderr
     resumed = run_cli("rollout", "resume", "--reason", "traffic is back", env=served["env"])

@@ -72,11 +72,15 @@ def history(as_json: JsonFlag = False) -> None:
 
 @app.command()
 def status(as_json: JsonFlag = False) -> None:
-    """Champion, challenger and previous with their metrics and when/why they moved."""
+    """Champion, challenger and previous with their metrics and when/why they moved, and a staged rollout
+    in progress."""
+    from ctloop.flows.rollout import read_rollout
     from ctloop.registry.mlflow_registry import configure_mlflow, registry_status
 
     settings, params, _ = runtime()
     st = registry_status(configure_mlflow(settings), params.training.registered_model, settings)
+    rollout = read_rollout(settings)
+    st["rollout"] = rollout.to_dict() if rollout else None
     if as_json:
         emit(st, True, "")
         return
@@ -85,6 +89,8 @@ def status(as_json: JsonFlag = False) -> None:
     from ctloop.views import status_table
 
     Console(width=None if Console().is_terminal else 150).print(status_table(st))
+    if rollout is not None and rollout.active:
+        typer.echo(f"rollout in progress: {_rollout_line(st['rollout'])}")
 
 
 def _rollout_line(state: dict | None) -> str:

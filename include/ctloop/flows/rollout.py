@@ -121,8 +121,21 @@ def _set_weight(params: Params, settings: Settings, weight: float, by: str) -> N
     write_routes(settings.state_dir, routes.changed(by, canary_alias="candidate", canary_fraction=weight))
 
 
+STEP_OUTCOMES = {"Successful": 1, "Inconclusive": 0, "Failed": -1}
+
+
 def _audit(settings: Settings, state: RolloutState, outcome: str, reasons: list[str] | tuple[str, ...],
            actor: str, **details: Any) -> None:
+    """The audit entry, and the rollout's gauges (``ctloop.rollout.*`` over StatsD: the candidate's weight,
+    the last finished step's outcome (1 Successful, 0 Inconclusive, -1 Failed) and its wall seconds)."""
+    from ctloop.core.metrics import emit_gauges
+
+    last = state.steps[-1] if state.steps else None
+    emit_gauges("rollout", {"weight": 0.0 if state.status in ("aborted", "promoted") else state.weight,
+                            "step": state.step + 1,
+                            "step_outcome": STEP_OUTCOMES.get(last["outcome"]) if last else None,
+                            "step_seconds": last["wall_seconds"] if last else None},
+                {"model": settings.model or state.model, "candidate": state.candidate})
     audit_record("rollout", f"{state.model} v{state.candidate}", outcome, list(reasons),
                  {"step": state.step, "weight": state.weight, "champion": state.champion, **details},
                  actor=actor, settings=settings)

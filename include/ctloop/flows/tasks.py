@@ -187,6 +187,13 @@ def retrain_promote(model: str | None, decision: dict[str, Any], form: dict[str,
     dag_run = f"{trigger.get('dag_id')}/{trigger.get('run_id')}"
     if params.promotion.mode == "manual" and not force:
         return hold_candidate(params, settings, str(decision["challenger"]), reason, actor=actor, dag_run=dag_run)
+    if params.promotion.mode == "rollout" and force:  # a person's override ends the steps of an older candidate
+        from ctloop.flows.rollout import abort_rollout, read_rollout
+
+        running = read_rollout(settings)
+        if running is not None and running.active:
+            abort_rollout(params, settings, f"superseded by forced promotion of v{decision['challenger']}: {reason}",
+                          actor)
     if params.promotion.mode == "rollout" and not force and decision.get("champion"):
         from ctloop.flows.rollout import start_rollout
 

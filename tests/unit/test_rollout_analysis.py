@@ -58,7 +58,7 @@ def test_the_guard_stopping_the_candidate_fails_the_step_at_once() -> None:
 @pytest.mark.parametrize(("metric", "bad", "between"), [
     ("error_rate_increase", {"errors": 40}, {"errors": 4}),
     ("p99_ratio", {"p99": 40.0}, {"p99": 20.0}),
-    ("score_distance", {"score_distance": 0.5}, {"score_distance": 0.2}),
+    ("score_distance", {"score_distance": 0.6}, {"score_distance": 0.3}),
     ("decision_agreement", {"decision_agreement": 0.5}, {"decision_agreement": 0.8}),
     ("quality_drop", {"quality_drop": 0.2}, {"quality_drop": 0.03}),
 ])

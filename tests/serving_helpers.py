@@ -126,3 +126,46 @@ def logged(lake_root: Path, columns: tuple[str, ...] = ("request_id", "route", "
     if not files:
         return pd.DataFrame(columns=list(columns))
     return pd.concat([pd.read_parquet(f, columns=list(columns)) for f in files], ignore_index=True)
+
+
+class Traffic:
+    """Requests through ``served["server"]`` (one new key each, from ``served["frame"]``'s rows, checked
+    against ``served["params"]``), from a thread until the ``with`` block ends; every answer's (status,
+    route). An error in the thread fails the test at the block's end."""
+
+    def __init__(self, served: dict[str, Any], prefix: str, pause: float = 0.0) -> None:
+        import threading
+        from collections import Counter
+
+        self.served, self.prefix, self.pause, self.answers = served, prefix, pause, Counter[Any]()
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self._send()
+        except BaseException as e:  # the test fails on it, not silently
+            self.error = e
+
+    def _send(self) -> None:
+        features = self.served["params"].dataset.features
+        rows = self.served["frame"].to_dict("records")
+        with self.served["server"].client() as c:
+            i = 0
+            while not self._stop.is_set():
+                rec = {k: rows[i % len(rows)][k] for k in features} | {"request_id": f"{self.prefix}-{i}",
+                                                                       "key": f"{self.prefix}-k{i}"}
+                r = c.post("/predict", json=rec)
+                self.answers[(r.status_code, r.json().get("route") if r.status_code == 200 else None)] += 1
+                i += 1
+                time.sleep(self.pause)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        assert self.error is None, repr(self.error)

@@ -7,9 +7,7 @@ aborts it while the task waits on the triggerer."""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from datetime import date
 from typing import Any
@@ -18,7 +16,7 @@ import pytest
 
 from tests.conftest import gate_version
 from tests.e2e.conftest import start_airflow
-from tests.serving_helpers import Server, register, training_frame
+from tests.serving_helpers import Server, Traffic, register, training_frame
 
 pytestmark = pytest.mark.e2e
 
@@ -73,45 +71,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         airflow.stop()
 
 
-class Traffic:
-    """Requests, one new key each, from a thread until stopped; every answer's (status, route)."""
-
-    def __init__(self, stack: dict[str, Any], prefix: str) -> None:
-        self.stack, self.prefix, self.answers = stack, prefix, Counter[Any]()
-        self.error: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            self._send()
-        except BaseException as e:  # the test fails on it, not silently
-            self.error = e
-
-    def _send(self) -> None:
-        contract = self.stack["params"].dataset
-        rows = self.stack["frame"].to_dict("records")
-        with self.stack["server"].client() as c:
-            i = 0
-            while not self._stop.is_set():
-                row = rows[i % len(rows)]
-                rec = {k: row[k] for k in contract.features} | {"request_id": f"{self.prefix}-{i}",
-                                                                "key": f"{self.prefix}-k{i}"}
-                r = c.post("/predict", json=rec)
-                self.answers[(r.status_code, r.json().get("route") if r.status_code == 200 else None)] += 1
-                i += 1
-                time.sleep(0.02)
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-        assert self.error is None, repr(self.error)
-
-
 def gate_event(stack: dict[str, Any], candidate: str) -> None:
     """What ``<model>__retrain``'s promote task does in ``promotion.mode: rollout``: start the rollout, emit
     the Asset event."""
@@ -149,7 +108,7 @@ def test_the_gates_asset_event_rolls_a_good_candidate_out_through_the_triggerer(
 
     client, name = stack["client"], stack["params"].training.registered_model
     good = stack["version"](0.8)
-    with Traffic(stack, "good") as traffic:
+    with Traffic(stack, "good", pause=0.02) as traffic:
         gate_event(stack, good)
         run, states = task_states_until_done(stack["airflow"], 0)
     assert run["state"] == "success" and run["run_type"] == "asset_triggered", run

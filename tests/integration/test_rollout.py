@@ -20,7 +20,7 @@ from ctloop.estimators.pipeline import build_pipeline
 from ctloop.registry.mlflow_registry import alias_version, configure_mlflow
 from tests.alert_helpers import WebhookReceiver, http_connection
 from tests.conftest import gate_version, run_cli, write_params
-from tests.serving_helpers import Server, failing_on_unseen, logged, register, training_frame
+from tests.serving_helpers import Server, Traffic, failing_on_unseen, logged, register, training_frame
 
 pytestmark = pytest.mark.integration
 
@@ -109,41 +109,6 @@ def traffic(served: dict[str, Any], n: int, prefix: str, languages: tuple[str, .
     while not ids <= set(logged(served["home"] / "lake")["request_id"]) and time.monotonic() < deadline:
         time.sleep(0.2)
     return out
-
-
-class Traffic:
-    """Requests from a thread while a switch happens; every answer's (status, route)."""
-
-    def __init__(self, served: dict[str, Any], prefix: str) -> None:
-        import threading
-
-        self.served, self.prefix, self.answers = served, prefix, Counter[Any]()
-        self.error: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        contract = self.served["params"].dataset
-        rows = self.served["frame"].to_dict("records")
-        try:
-            with self.served["server"].client() as c:
-                i = 0
-                while not self._stop.is_set():
-                    rec = {k: rows[i % len(rows)][k] for k in contract.features} | {"request_id": f"{self.prefix}-{i}"}
-                    r = c.post("/predict", json=rec)
-                    self.answers[(r.status_code, r.json().get("route") if r.status_code == 200 else None)] += 1
-                    i += 1
-        except BaseException as e:
-            self.error = e
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-        assert self.error is None, repr(self.error)
 
 
 def serving(served: dict[str, Any], version: str | None, fraction: float, timeout: float = 15) -> dict[str, Any]:

@@ -167,18 +167,25 @@ def read_predictions(lake: Lake, day: date, contract: DatasetSpec) -> pd.DataFra
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=expected)
 
 
-def predictions_written_since(lake: Lake, since: datetime, contract: DatasetSpec) -> pd.DataFrame:
-    """Prediction-log rows in files written at or after ``since`` (wall clock, from the files' mtimes),
-    whatever event day they are partitioned under: what a server logged during a rollout step. A flush
-    that straddles ``since`` brings its few earlier rows along."""
-    import pandas as pd
-
+def prediction_files_since(lake: Lake, since: datetime) -> list[Path]:
+    """Prediction-log files written at or after ``since`` (wall clock, from the files' mtimes), whatever
+    event day they are partitioned under: what a server logged during a rollout step."""
     floor = since.timestamp()
     base = lake.root / "predictions"
-    expected = expected_log_columns(contract)
-    files = [f for hour in base.glob("dt=*/hour=*") if hour.stat().st_mtime >= floor
-             for f in sorted(hour.glob("*.parquet")) if f.stat().st_mtime >= floor] if base.exists() else []
+    if not base.exists():
+        return []
+    return [f for hour in base.glob("dt=*/hour=*") if hour.stat().st_mtime >= floor
+            for f in sorted(hour.glob("*.parquet")) if f.stat().st_mtime >= floor]
+
+
+def predictions_written_since(lake: Lake, since: datetime, contract: DatasetSpec) -> pd.DataFrame:
+    """The rows of :func:`prediction_files_since` (checked by :func:`log_rows` first). A flush that
+    straddles ``since`` brings its few earlier rows along."""
+    import pandas as pd
+
+    files = prediction_files_since(lake, since)
     log_rows(files, contract)
+    expected = expected_log_columns(contract)
     frames = [pd.read_parquet(f, columns=expected) for f in files]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=expected)
 

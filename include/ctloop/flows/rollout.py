@@ -223,6 +223,7 @@ def step_ready(params: Params, settings: Settings, not_before: str, at: datetime
     candidate requests."""
     import pyarrow.parquet as pq
 
+    from ctloop.data.predictions import prediction_files_since
     from ctloop.data.routes import read_routes
     from ctloop.data.store import Lake
 
@@ -240,17 +241,12 @@ def step_ready(params: Params, settings: Settings, not_before: str, at: datetime
         return f"step timeout {step.timeout_seconds:.0f} s passed"
     if at < datetime.fromisoformat(not_before) or elapsed < step.min_seconds:
         return None
-    floor, requests = started.timestamp(), 0
-    base = Lake(settings.lake_root).root / "predictions"
-    for hour in base.glob("dt=*/hour=*") if base.exists() else ():
-        if hour.stat().st_mtime < floor:
-            continue
-        for f in hour.glob("*.parquet"):
-            if f.stat().st_mtime >= floor:
-                t = pq.read_table(f, columns=["route", "model_version"])
-                routes_, versions = t.column("route").to_pylist(), t.column("model_version").to_pylist()
-                requests += sum(r == "canary" and str(v) == state.candidate
-                                for r, v in zip(routes_, versions, strict=True))
+    requests = 0
+    for f in prediction_files_since(Lake(settings.lake_root), started):
+        t = pq.read_table(f, columns=["route", "model_version"])
+        requests += sum(r == "canary" and str(v) == state.candidate
+                        for r, v in zip(t.column("route").to_pylist(), t.column("model_version").to_pylist(),
+                                        strict=True))
         if requests >= step.min_requests:
             return f"{requests} candidate requests and {elapsed:.0f} s on the step"
     return None

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from ctloop.core.params import DatasetSpec
     from ctloop.data.store import Lake
 
+# the log's route column: who answered (a shadow row repeats a request another route answered)
+CHAMPION_ROUTE, CANARY_ROUTE, SHADOW_ROUTE = "champion", "canary", "shadow"
 LOG_COLUMNS = ("request_id", "ts", "model_name", "model_version", "route")
 OUTCOME_COLUMNS = ("prediction", "score", "latency_ms")
 LABEL_COLUMNS = ("request_id", "label", "labeled_at")

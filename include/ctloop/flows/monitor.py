@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ctloop.core.audit import record as audit_record
 from ctloop.core.logs import library_output_to_log
 from ctloop.core.task import proba_columns
-from ctloop.data.predictions import label_rows, log_rows, prediction_files
+from ctloop.data.predictions import CHAMPION_ROUTE, SHADOW_ROUTE, label_rows, log_rows, prediction_files
 from ctloop.decisions.drift import MonitorPolicy, WindowEvidence, decide
 from ctloop.monitoring.calibration import Calibration, calibrate
 from ctloop.monitoring.drift import DriftPolicy, column_kinds, detect_drift, sample_parquet, unseen_shares
@@ -162,8 +162,7 @@ def measure_drift(params: Params, data: WindowData, report: Path) -> DriftMeasur
     outputs = output_columns(contract)
     sample, _ = sample_parquet([Path(f) for f in data.files], [*contract.features, *outputs, "route"],
                                params.monitoring.sample_rows)
-    # the champion's traffic only: shadow rows repeat requests, canary scores come from another model
-    sample = sample[sample["route"] == "champion"].drop(columns="route").reset_index(drop=True)
+    sample, outputs = served_sample(sample, outputs)
     numerical, categorical = column_kinds(sample, contract, contract.features)
     # free text: its descriptors (length, unseen words), as Evidently judges text
     missing = null_shares(reference, sample, contract.features, params.monitoring.max_null_share_increase)
@@ -175,12 +174,29 @@ def measure_drift(params: Params, data: WindowData, report: Path) -> DriftMeasur
                          rows={"reference": len(reference), "current": data.rows}, report=report, outputs=outputs)
     features = {c: d for c, d in drift.columns.items() if c not in outputs}
     # prediction drift: the score (binary), the value (regression), any class's probability (multiclass)
-    moved = max(outputs, key=lambda c: (drift.columns[c].drift, drift.columns[c].score))
     drifted = tuple(sorted(c for c, d in features.items() if d.drift))
+    moved = max(outputs, key=lambda c: (drift.columns[c].drift, drift.columns[c].score)) if outputs else None
     return DriftMeasurement(champion.version, data.rows, drift.to_dict(), str(report),
-                            len(drifted) / max(len(features), 1), drifted, drift.columns[moved].drift,
-                            drift.columns[moved].score, unseen_shares(reference, sample, categorical), thresholds,
-                            missing)
+                            len(drifted) / max(len(features), 1), drifted,
+                            drift.columns[moved].drift if moved else None, drift.columns[moved].score if moved else None,
+                            unseen_shares(reference, sample, categorical), thresholds, missing)
+
+
+def served_sample(sample: pd.DataFrame, outputs: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """The rows users were answered from, and the outputs that can be judged on them.
+
+    Feature drift is the world's: every served request counts, whichever route answered it (during a staged
+    rollout the candidate may answer most keys, or all of them on its last step). Shadow rows repeat requests
+    and are left out. Prediction drift is the champion's against its own reference: a canary's or
+    candidate's outputs come from another model, so they are blanked (Evidently leaves the gaps out) and, on a
+    window the champion answered none of, the outputs are not judged at all."""
+    served = sample[sample["route"] != SHADOW_ROUTE].reset_index(drop=True)
+    on_champion = served["route"] == CHAMPION_ROUTE
+    served = served.drop(columns="route")
+    if not on_champion.any():
+        return served.drop(columns=outputs), []
+    served.loc[~on_champion, outputs] = float("nan")
+    return served, outputs
 
 
 def measure_quality(lake: Lake, params: Params, data: WindowData) -> QualityMeasurement:

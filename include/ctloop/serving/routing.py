@@ -12,9 +12,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from ctloop.data.predictions import CANARY_ROUTE, CHAMPION_ROUTE, SHADOW_ROUTE
 from ctloop.data.routes import ALIASES
 
-CHAMPION_ROUTE, CANARY_ROUTE, SHADOW_ROUTE = "champion", "canary", "shadow"
+__all__ = ["CANARY_ROUTE", "CHAMPION_ROUTE", "SHADOW_ROUTE", "RouteStats", "bucket", "on_canary", "routes_openapi"]
 
 
 def routes_openapi() -> dict[str, Any]:

@@ -76,3 +76,9 @@ def lineage_tree(chain: Lineage) -> Tree:
     for problem in chain.problems:
         root.add(f"[red]problem:[/red] {problem}")
     return root
+
+
+def rollout_step_line(i: int, step: dict[str, Any]) -> str:
+    """One finished step of a staged rollout (an entry of ``RolloutState.steps``): its outcome and why."""
+    return f"step {i} ({step['weight']:.0%}): {step['outcome']} after {step['wall_seconds']:.0f} s: " \
+           f"{'; '.join(step['reasons'])}"

@@ -98,9 +98,10 @@ def _rollout_line(state: dict | None) -> str:
         return "no rollout"
     line = (f"v{state['candidate']} vs champion v{state['champion']}: {state['status']}, step {state['step'] + 1} at "
             f"{state['weight']:.0%} since {state['step_started_at']}")
+    from ctloop.views import rollout_step_line
+
     for i, step in enumerate(state["steps"], 1):
-        line += f"\n  step {i} ({step['weight']:.0%}): {step['outcome']} after {step['wall_seconds']:.0f} s: " \
-                f"{'; '.join(step['reasons'])}"
+        line += f"\n  {rollout_step_line(i, step)}"
     if state["ended_reasons"]:
         line += f"\n  ended {state['ended_at']}: {'; '.join(state['ended_reasons'])}"
     return line

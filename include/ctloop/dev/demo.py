@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,9 +31,18 @@ from ctloop.core.settings import Settings, get_settings
 if TYPE_CHECKING:
     import httpx
 
+    from ctloop.flows.rollout import RolloutState
+
 DEMO_START = date(2026, 1, 5)
 # one-day incidents the validation must catch (day offset -> simulator incident)
 DEMO_INCIDENTS = {5: "upstream_bug", 9: "schema_break"}
+# every champion after the first earns its traffic (promotion.mode rollout): the issue's 5/25/50/100% steps,
+# each judged once a production day's traffic gave the candidate its requests (2,000 requests a day)
+DEMO_ROLLOUT = {"interval_seconds": 2,
+                "steps": [{"weight": w, "min_requests": 80, "min_seconds": 5, "timeout_seconds": 1200}
+                          for w in (0.05, 0.25, 0.5, 1.0)]}
+SHORT_METRICS = {"error_rate_increase": "errors +", "p99_ratio": "p99 x", "score_distance": "score dist ",
+                 "decision_agreement": "agreement ", "quality_drop": "quality drop "}
 
 
 def demo_params(settings: Settings, overrides: dict[str, Any]) -> Path:
@@ -108,6 +117,7 @@ def _backfill(airflow: Any, console: Console, settings: Settings, days: list[dat
 def _retrain(airflow: Any, console: Console, settings: Settings, reason: str) -> dict[str, Any]:
     """Trigger the model's retrain DAG through the REST API (as the UI form does) and report the gate's decision."""
     from ctloop.core.params import load_params
+    from ctloop.flows.rollout import read_rollout
     from ctloop.registry.mlflow_registry import configure_mlflow, gate_decision_of
 
     retrain = f"{settings.model}__retrain"
@@ -129,6 +139,10 @@ def _retrain(airflow: Any, console: Console, settings: Settings, reason: str) ->
         for reason_line in decision.get("reasons", []):
             console.print(f"   - {reason_line}")
         console.print(f"   promote task: {tasks.get('promote')}")
+        rollout = read_rollout(settings)
+        if rollout is not None and rollout.candidate == v.version and rollout.active:
+            console.print(f"   staged rollout: v{v.version} is @candidate at {rollout.weight:.0%} of request keys beside "
+                          f"champion v{rollout.champion}; {settings.model}__rollout judges each step")
     else:
         console.print(f"[red]{retrain} run {run_id} ended {done[0]['state']}: {tasks}[/red]")
     return result
@@ -186,11 +200,13 @@ def _production(airflow: Any, console: Console, settings: Settings, days: list[d
     client = configure_mlflow(settings)
     name = params.training.registered_model
     rows = []
+    rollouts: dict[str, RolloutSeen] = {}
     with _serving(console, settings) as server:
         for day in days:
             wait_ready(server, timeout=120, champion=alias_version(client, name, CHAMPION))
             sent = send_traffic(server, TrafficSpec(day, 1, scenario, drift_start, rows_per_day=params.source.rows_per_day,
                                                     label_delay_days=2, label_fraction=0.5), params, lake)[0]
+            rollout = _await_rollout_step(settings)
             known = {r["dag_run_id"] for r in airflow.dag_runs(f"{settings.model}__retrain")}
             airflow.wait_for_backfill(airflow.backfill(f"{settings.model}__monitor", day.isoformat(), day.isoformat(), 1))
             summary = json.loads((lake.root / "reports" / "monitor" / f"dt={day}" / "summary.json").read_text())
@@ -199,17 +215,94 @@ def _production(airflow: Any, console: Console, settings: Settings, days: list[d
                    "drift_share": summary["drift_share"],
                    "drifted": ", ".join(summary["drifted_columns"] or []), "champion": summary["champion"],
                    "quality": summary["quality"], "quality_window": summary["quality_window"],
-                   "status": decision["status"], "retrain": ""}
+                   "status": decision["status"], "retrain": "",
+                   "rollout": _rollout_cell(rollout, rollouts, day)}
             if decision["trigger"]:
                 run = _wait_for_drift_retrain(airflow, f"{settings.model}__retrain", known)
                 champion = client.get_model_version_by_alias(name, "champion").version
-                row["retrain"] = (f"drift -> retrain {run['state'] if run else 'not finished'}; champion v{champion}: "
+                started = _rollout_started(settings, rollout)
+                then = (f"v{started.candidate} @candidate at {started.weight:.0%} beside champion v{champion}"
+                        if started else f"champion v{champion}")
+                row["retrain"] = (f"drift -> retrain {run['state'] if run else 'not finished'}; {then}: "
                                   f"{'; '.join(decision['reasons'])[:120]}")
             rows.append(row)
             console.print(f"  {day}: {decision['status']:<17} drift share {_pct(summary['drift_share'])}  "
                           f"champion v{summary['champion']}  labeled quality {_num(summary['quality'])}"
+                          + (f"  rollout: {row['rollout']}" if row["rollout"] else "")
                           + (f"  -> {row['retrain']}" if row["retrain"] else ""))
+    for line in _rollout_summaries(rollouts):
+        console.print(line)
     return rows
+
+
+def _await_rollout_step(settings: Settings, timeout: float = 240) -> RolloutState | None:
+    """While a staged rollout runs, wait for ``<model>__rollout`` to judge the step the day's traffic fed
+    (the step moves on, or the rollout ends or pauses); then the model's rollout as it stands."""
+    from ctloop.flows.rollout import read_rollout
+
+    before = read_rollout(settings)
+    if before is None or before.status != "running":
+        return before
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = read_rollout(settings)
+        if now is None or (now.candidate, now.status, now.step) != (before.candidate, before.status, before.step):
+            return now
+        time.sleep(1)
+    return read_rollout(settings)
+
+
+def _rollout_started(settings: Settings, before: RolloutState | None) -> RolloutState | None:
+    """The rollout a retrain started (None: it started none, e.g. its gate rejected the challenger)."""
+    from ctloop.flows.rollout import read_rollout
+
+    now = read_rollout(settings)
+    new = now is not None and now.active and (before is None or now.candidate != before.candidate)
+    return now if new else None
+
+
+@dataclass
+class RolloutSeen:
+    """A rollout as the demo saw it: its last state and the production day each of its steps ended on."""
+
+    state: RolloutState
+    step_days: list[date]
+
+
+def _rollout_cell(state: RolloutState | None, seen: dict[str, RolloutSeen], day: date) -> str:
+    """The day's rollout column: each step judged since the previous day, with its analysis."""
+    if state is None or (state.candidate in seen and not state.active
+                         and len(seen[state.candidate].step_days) == len(state.steps)):
+        return ""
+    mine = seen.setdefault(state.candidate, RolloutSeen(state, []))
+    new = state.steps[len(mine.step_days):]
+    mine.state, mine.step_days = state, [*mine.step_days, *[day] * len(new)]
+    parts = []
+    for step in new:
+        figures = ", ".join(f"{SHORT_METRICS.get(m['name'], m['name'] + ' ')}{m['value']:.3g}"
+                            for m in step["metrics"] if m["value"] is not None)
+        parts.append(f"{step['weight']:.0%} {step['outcome']} ({figures})")
+    where = {"running": f"-> {state.weight:.0%}" if parts else f"measuring at {state.weight:.0%}", "paused": "paused (a person resumes or aborts)",
+             "promoted": "-> champion", "aborted": "aborted: " + "; ".join(state.ended_reasons)[:80]}[state.status]
+    return f"v{state.candidate}: " + ("; ".join(parts) + " " if parts else "") + where
+
+
+def _rollout_summaries(seen: dict[str, RolloutSeen]) -> list[str]:
+    """Per rollout: gate to 100% (or to its end) in wall time and in production days, and each step's time."""
+    lines = []
+    for version, r in seen.items():
+        st = r.state
+        steps = ", ".join(f"{s['weight']:.0%} {s['outcome']} {s['wall_seconds']:.0f} s (day {d})"
+                          for s, d in zip(st.steps, r.step_days, strict=False))
+        if st.ended_at:
+            wall = (datetime.fromisoformat(st.ended_at) - datetime.fromisoformat(st.started_at)).total_seconds()
+            days = (r.step_days[-1] - r.step_days[0]).days + 1 if r.step_days else 0
+            head = (f"v{version} {st.status} {wall:.0f} s after its gate pass ({days} production day"
+                    f"{'s' if days != 1 else ''} of traffic)")
+        else:
+            head = f"v{version} still {st.status} at {st.weight:.0%}"
+        lines.append(f"staged rollout of {head}: {steps or 'no step judged'}")
+    return lines
 
 
 def _lineage_and_audit(console: Console, settings: Settings, demo_home: Path, params_path: Path) -> None:
@@ -270,11 +363,13 @@ def run_demo(days: int = 14, extra_days: int = 7, scenario: str = "covariate_shi
     incidents = {calendar[i].isoformat(): kind for i, kind in DEMO_INCIDENTS.items() if i < len(calendar)}
     # the world the data comes from: the scenario starts on production day `drift_day`
     params_path = demo_params(base, {"source": {"incidents": incidents, "scenario": scenario,
-                                                            "drift_start": drift_start.isoformat()}})
+                                                "drift_start": drift_start.isoformat()},
+                                     "promotion": {"mode": "rollout", "rollout": DEMO_ROLLOUT}})
     settings = Settings(home=demo_home, models_dir=params_path, model=base.spec_path.stem, project_dir=base.project_dir,
                         gx_dir=base.gx_dir, lake=None, mlflow_tracking_uri=None, mlflow_artifact_root=None,
                         schedule_end=calendar[-1])
-    ingest, retrain, monitor = (f"{settings.model}__{flow}" for flow in ("ingest", "retrain", "monitor"))
+    ingest, retrain, monitor, rollout = (f"{settings.model}__{flow}"
+                                         for flow in ("ingest", "retrain", "monitor", "rollout"))
 
     console.rule("[bold]ctloop demo")
     console.print(f"CTLOOP_HOME  {settings.home}")
@@ -287,8 +382,8 @@ def run_demo(days: int = 14, extra_days: int = 7, scenario: str = "covariate_shi
     report: dict[str, Any] = {}
     # SIGTERM/SIGINT stop every Airflow process and the server this demo started
     with stop_on_signals(), airflow:
-        airflow.wait_for_dags([ingest, retrain, monitor])
-        for dag_id in (ingest, retrain, monitor):
+        airflow.wait_for_dags([ingest, retrain, monitor, rollout])
+        for dag_id in (ingest, retrain, monitor, rollout):
             airflow.unpause(dag_id)
         report["first_days"] = _backfill(airflow, console, settings, calendar[:days],
                                          f"{ingest}: {days} days backfilled through the Airflow scheduler")
@@ -303,12 +398,12 @@ def run_demo(days: int = 14, extra_days: int = 7, scenario: str = "covariate_shi
             report["production"] = _production(airflow, console, settings, production, scenario, drift_start)
             table = Table(title=f"{monitor}: one window per day (scenario {scenario} from {drift_start})")
             for col in ("date", "rows", "drift share", "drifted columns", "champion", "labeled quality",
-                        "decision", "retrain"):
+                        "decision", "retrain", "staged rollout (each step's analysis)"):
                 table.add_column(col)
             for r in report["production"]:
                 table.add_row(r["date"], str(r["rows"]), _pct(r["drift_share"]), r["drifted"], f"v{r['champion']}",
                               f"{_num(r['quality'])}" + (f" ({r['quality_window']})" if r["quality_window"] else ""),
-                              r["status"], r["retrain"])
+                              r["status"], r["retrain"], r["rollout"])
             console.print(table)
             from ctloop.core.params import load_params as read_params
 

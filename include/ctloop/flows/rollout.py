@@ -223,7 +223,7 @@ def step_ready(params: Params, settings: Settings, not_before: str, at: datetime
     candidate requests."""
     import pyarrow.parquet as pq
 
-    from ctloop.data.predictions import prediction_files_since
+    from ctloop.data.predictions import CANARY_ROUTE, prediction_files_since
     from ctloop.data.routes import read_routes
     from ctloop.data.store import Lake
 
@@ -244,7 +244,7 @@ def step_ready(params: Params, settings: Settings, not_before: str, at: datetime
     requests = 0
     for f in prediction_files_since(Lake(settings.lake_root), started):
         t = pq.read_table(f, columns=["route", "model_version"])
-        requests += sum(r == "canary" and str(v) == state.candidate
+        requests += sum(r == CANARY_ROUTE and str(v) == state.candidate
                         for r, v in zip(t.column("route").to_pylist(), t.column("model_version").to_pylist(),
                                         strict=True))
         if requests >= step.min_requests:

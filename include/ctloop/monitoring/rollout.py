@@ -19,13 +19,14 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from ctloop.core.task import worse_by
+from ctloop.data.predictions import CANARY_ROUTE, CHAMPION_ROUTE, SHADOW_ROUTE
 from ctloop.monitoring.records import RouteStats, StepEvidence
 from ctloop.monitoring.reference import SCORE
 
 if TYPE_CHECKING:
     import pandas as pd
 
-CHAMPION, CANDIDATE, SHADOW = "champion", "canary", "shadow"
+CHAMPION, CANDIDATE, SHADOW = CHAMPION_ROUTE, CANARY_ROUTE, SHADOW_ROUTE  # the candidate answers on the canary route
 
 
 def score_distance(champion: pd.Series, candidate: pd.Series) -> float | None:

@@ -74,6 +74,14 @@ def test_no_trigger_while_a_retrain_is_queued_or_running() -> None:
     assert (d.status, d.trigger) == ("suppressed", False) and "queued or running" in d.reasons[-1]
 
 
+def test_no_trigger_while_a_staged_rollout_brings_a_retrained_candidate_in() -> None:
+    d = decide(ev(drift_share=0.5), POLICY, rollout_candidate="7")
+    assert (d.status, d.trigger) == ("suppressed", False)
+    assert d.reasons[-1].startswith("not triggered: the staged rollout of v7 is in progress")
+    assert d.reasons[0].startswith("data drift: 50%")  # the evidence is still reported
+    assert decide(ev(drift_share=0.5), POLICY, rollout_candidate=None).trigger
+
+
 def test_drift_start_and_recommended_window() -> None:
     history = [W - timedelta(days=3), W - timedelta(days=2), W - timedelta(days=1), W - timedelta(days=6)]
     d = decide(ev(drift_share=0.5), POLICY, drift_history=history)

@@ -2,7 +2,8 @@
 
 Triggers on: dataset drift (drift share >= threshold), prediction drift, or a labeled quality drop
 beyond the threshold. Never triggers on: a missing or empty window, fewer rows than ``min_rows``
-("insufficient data"), while a retrain is queued or running, or within the cooldown of the last trigger.
+("insufficient data"), while a retrain is queued or running or a staged rollout is in progress, or within the
+cooldown of the last trigger.
 """
 
 from __future__ import annotations
@@ -69,8 +70,11 @@ class DriftDecision:
 
 
 def decide(ev: WindowEvidence, policy: MonitorPolicy, last_trigger_window: date | None = None,
-           retrains_in_flight: int = 0, drift_history: list[date] | None = None) -> DriftDecision:
-    """``drift_history``: earlier windows whose evidence showed drift (for the drift-start estimate)."""
+           retrains_in_flight: int = 0, drift_history: list[date] | None = None,
+           rollout_candidate: str | None = None) -> DriftDecision:
+    """``drift_history``: earlier windows whose evidence showed drift (for the drift-start estimate);
+    ``rollout_candidate``: the version a staged rollout is bringing in (a retrain answered the world already:
+    another would supersede it before it is judged)."""
     if not ev.partition_exists:
         return DriftDecision(ev.window, "missing", False, [f"no prediction log partition for {ev.window}"])
     if ev.rows == 0:
@@ -128,6 +132,10 @@ def decide(ev: WindowEvidence, policy: MonitorPolicy, last_trigger_window: date 
     if retrains_in_flight > 0:
         return decision("suppressed", False,
                         [*reasons, f"not triggered: {retrains_in_flight} retrain run(s) queued or running"])
+    if rollout_candidate is not None:
+        return decision("suppressed", False,
+                        [*reasons, f"not triggered: the staged rollout of v{rollout_candidate} is in progress "
+                                   "(a new challenger would supersede it)"])
     if last_trigger_window is not None:
         since = datetime.combine(ev.window, datetime.min.time()) - datetime.combine(last_trigger_window, datetime.min.time())
         if since < timedelta(hours=policy.cooldown_hours):

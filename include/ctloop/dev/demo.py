@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -140,7 +140,7 @@ def _retrain(airflow: Any, console: Console, settings: Settings, reason: str) ->
             console.print(f"   - {reason_line}")
         console.print(f"   promote task: {tasks.get('promote')}")
         rollout = read_rollout(settings)
-        if rollout is not None and rollout.candidate == v.version and rollout.active:
+        if rollout is not None and rollout.candidate == str(v.version) and rollout.active:
             console.print(f"   staged rollout: v{v.version} is @candidate at {rollout.weight:.0%} of request keys beside "
                           f"champion v{rollout.champion}; {settings.model}__rollout judges each step")
     else:
@@ -204,6 +204,7 @@ def _production(airflow: Any, console: Console, settings: Settings, days: list[d
     with _serving(console, settings) as server:
         for day in days:
             wait_ready(server, timeout=120, champion=alias_version(client, name, CHAMPION))
+            _wait_for_candidate(server, settings)
             sent = send_traffic(server, TrafficSpec(day, 1, scenario, drift_start, rows_per_day=params.source.rows_per_day,
                                                     label_delay_days=2, label_fraction=0.5), params, lake)[0]
             rollout = _await_rollout_step(settings)
@@ -233,6 +234,22 @@ def _production(airflow: Any, console: Console, settings: Settings, days: list[d
     for line in _rollout_summaries(rollouts):
         console.print(line)
     return rows
+
+
+def _wait_for_candidate(server: httpx.Client, settings: Settings, timeout: float = 120) -> None:
+    """A rollout that just started: the day's traffic waits until the server has loaded ``@candidate`` and
+    routes its weight of keys to it (a retrain ends seconds before the next day's traffic)."""
+    from ctloop.flows.rollout import read_rollout
+
+    state = read_rollout(settings)
+    if state is None or state.status != "running":
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        canary = server.get("/model").json().get("canary") or {}
+        if str(canary.get("version")) == state.candidate and canary.get("fraction") == state.weight:
+            return
+        time.sleep(0.5)
 
 
 def _await_rollout_step(settings: Settings, timeout: float = 240) -> RolloutState | None:
@@ -290,8 +307,11 @@ def _rollout_cell(state: RolloutState | None, seen: dict[str, RolloutSeen], day:
 def _rollout_summaries(seen: dict[str, RolloutSeen]) -> list[str]:
     """Per rollout: gate to 100% (or to its end) in wall time and in production days, and each step's time."""
     lines = []
+    latest = list(seen)[-1] if seen else None
     for version, r in seen.items():
         st = r.state
+        if st.active and version != latest:  # a newer gate pass started its own rollout, which ended this one
+            st = replace(st, status="aborted", ended_at=None)
         steps = ", ".join(f"{s['weight']:.0%} {s['outcome']} {s['wall_seconds']:.0f} s (day {d})"
                           for s, d in zip(st.steps, r.step_days, strict=False))
         if st.ended_at:
@@ -299,6 +319,8 @@ def _rollout_summaries(seen: dict[str, RolloutSeen]) -> list[str]:
             days = (r.step_days[-1] - r.step_days[0]).days + 1 if r.step_days else 0
             head = (f"v{version} {st.status} {wall:.0f} s after its gate pass ({days} production day"
                     f"{'s' if days != 1 else ''} of traffic)")
+        elif st.status == "aborted":
+            head = f"v{version} superseded at {st.weight:.0%} by a newer candidate's gate pass"
         else:
             head = f"v{version} still {st.status} at {st.weight:.0%}"
         lines.append(f"staged rollout of {head}: {steps or 'no step judged'}")

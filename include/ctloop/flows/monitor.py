@@ -221,7 +221,11 @@ def decide_window(lake: Lake, params: Params, settings: Settings, data: WindowDa
         missing=drift.missing_drifted,
     )
     history, last_trigger = drift_history(lake, data.window)
-    decision = decide(evidence, monitor_policy(params), last_trigger, retrains_in_flight, history)
+    from ctloop.flows.rollout import read_rollout
+
+    rollout = read_rollout(settings)
+    decision = decide(evidence, monitor_policy(params), last_trigger, retrains_in_flight, history,
+                      rollout.candidate if rollout is not None and rollout.active else None)
     summary = WindowSummary(data.window, data.rows, data.champion.version, drift, quality, decision.to_dict(),
                             data.ingest_warnings)
     out = report_dir(lake, data.window)

@@ -70,6 +70,11 @@ def test_canary_guard_judges_errors_and_latency_against_the_champion() -> None:
     slow = judge_canary(champion, _stats(100, 0, 30.0), policy)  # above 3x5 and 5+20
     assert slow.stop and "p99 30.0 ms" in slow.reasons[0]
     assert not judge_canary(champion, _stats(100, 0, 24.0), policy).stop  # 3x exceeded, +20 ms not
+    # the canary serves every key (a rollout's 100% step): the champion's window is from a quieter time,
+    # so latency is not judged against it; errors still are
+    assert not judge_canary(champion, _stats(100, 0, 300.0), policy, concurrent=False).stop
+    failing = judge_canary(champion, _stats(100, 3, 300.0), policy, concurrent=False)
+    assert failing.stop and len(failing.reasons) == 1 and "error rate 3.0%" in failing.reasons[0]
 
 
 def test_log_writer_is_bounded_when_storage_is_slow_and_flushes_everything_on_close() -> None:

@@ -55,7 +55,9 @@ class CanaryGuard:
         models = self.store.models
         if models.canary is None:
             return
-        decision = judge_canary(self.stats[CHAMPION_ROUTE].summary(), self.stats[CANARY_ROUTE].summary(), self.spec)
+        # at 100% of keys (a staged rollout's last step) the champion serves nothing: its window is stale
+        decision = judge_canary(self.stats[CHAMPION_ROUTE].summary(), self.stats[CANARY_ROUTE].summary(), self.spec,
+                                concurrent=models.routes.canary_fraction < 1.0)
         if not decision.stop:
             return
         stopped = {"at": now(), "version": models.canary.version, "alias": models.canary.alias,

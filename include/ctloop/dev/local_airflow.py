@@ -97,6 +97,7 @@ class LocalAirflow:
     log_server_port: int
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
+    _token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, port: int | None = None,
@@ -305,13 +306,26 @@ class LocalAirflow:
                 f"password file {self.passwords_file})")
 
     # REST API -------------------------------------------------------------------------------------
-    def token(self) -> str:
+    def token(self, fresh: bool = False) -> str:
+        """The REST API's JWT, fetched once and reused (``fresh``: fetch a new one, as after a 401 when the
+        api-server restarted). A busy api-server answers slowly: the same patience as any call, and retried
+        (asking for a token changes nothing). A 10 s limit and a token per call failed an end-to-end run on
+        a busy machine."""
         import httpx
 
-        r = httpx.post(f"{self.base_url}/auth/token", json={"username": "admin", "password": self.password()},
-                       timeout=10)
+        if self._token is not None and not fresh:
+            return self._token
+        for attempt in range(3):
+            try:
+                r = httpx.post(f"{self.base_url}/auth/token", json={"username": "admin", "password": self.password()},
+                               timeout=3 * SQLITE_BUSY_SECONDS)
+                break
+            except httpx.TimeoutException:
+                if attempt == 2:
+                    raise
         r.raise_for_status()
-        return str(r.json()["access_token"])
+        self._token = str(r.json()["access_token"])
+        return self._token
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One REST call. Idempotent calls are retried while SQLite is busy: a 503 (Airflow's "try again"), or
@@ -319,11 +333,12 @@ class LocalAirflow:
         before the error."""
         import httpx
 
-        headers = {"Authorization": f"Bearer {self.token()}"}
         idempotent = method.upper() != "POST"
         attempts = 12 if idempotent else 1
+        fresh = False
         for attempt in range(attempts):
             self.check_processes()
+            headers = {"Authorization": f"Bearer {self.token()}"}
             try:
                 # longer than SQLite's own wait for a lock, so a busy database is a slow answer, not a timeout
                 r = httpx.request(method, f"{self.base_url}/api/v2{path}", headers=headers,
@@ -332,6 +347,11 @@ class LocalAirflow:
                 if not idempotent or attempt == attempts - 1:
                     raise
                 continue
+            if r.status_code == 401 and not fresh:  # the token of an api-server that has restarted since
+                fresh = True
+                r = httpx.request(method, f"{self.base_url}/api/v2{path}",
+                                  headers={"Authorization": f"Bearer {self.token(True)}"},
+                                  timeout=3 * SQLITE_BUSY_SECONDS, **kwargs)
             if not (r.status_code == 503 or (r.status_code == 500 and "Database error" in r.text)):
                 break
             time.sleep(min(0.5 * 2**attempt, 5))

@@ -27,6 +27,7 @@ from rich.table import Table
 
 from ctloop.core.params import read_spec
 from ctloop.core.settings import Settings, get_settings
+from ctloop.flows.rollout import read_rollout
 
 if TYPE_CHECKING:
     import httpx
@@ -117,7 +118,6 @@ def _backfill(airflow: Any, console: Console, settings: Settings, days: list[dat
 def _retrain(airflow: Any, console: Console, settings: Settings, reason: str) -> dict[str, Any]:
     """Trigger the model's retrain DAG through the REST API (as the UI form does) and report the gate's decision."""
     from ctloop.core.params import load_params
-    from ctloop.flows.rollout import read_rollout
     from ctloop.registry.mlflow_registry import configure_mlflow, gate_decision_of
 
     retrain = f"{settings.model}__retrain"
@@ -239,8 +239,6 @@ def _production(airflow: Any, console: Console, settings: Settings, days: list[d
 def _wait_for_candidate(server: httpx.Client, settings: Settings, timeout: float = 120) -> None:
     """A rollout that just started: the day's traffic waits until the server has loaded ``@candidate`` and
     routes its weight of keys to it (a retrain ends seconds before the next day's traffic)."""
-    from ctloop.flows.rollout import read_rollout
-
     state = read_rollout(settings)
     if state is None or state.status != "running":
         return
@@ -255,8 +253,6 @@ def _wait_for_candidate(server: httpx.Client, settings: Settings, timeout: float
 def _await_rollout_step(settings: Settings, timeout: float = 240) -> RolloutState | None:
     """While a staged rollout runs, wait for ``<model>__rollout`` to judge the step the day's traffic fed
     (the step moves on, or the rollout ends or pauses); then the model's rollout as it stands."""
-    from ctloop.flows.rollout import read_rollout
-
     before = read_rollout(settings)
     if before is None or before.status != "running":
         return before
@@ -271,8 +267,6 @@ def _await_rollout_step(settings: Settings, timeout: float = 240) -> RolloutStat
 
 def _rollout_started(settings: Settings, before: RolloutState | None) -> RolloutState | None:
     """The rollout a retrain started (None: it started none, e.g. its gate rejected the challenger)."""
-    from ctloop.flows.rollout import read_rollout
-
     now = read_rollout(settings)
     new = now is not None and now.active and (before is None or now.candidate != before.candidate)
     return now if new else None

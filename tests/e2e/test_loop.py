@@ -43,8 +43,11 @@ def loop_stack(tmp_path_factory: pytest.TempPathFactory, receivers: tuple[Webhoo
 
     home = tmp_path_factory.mktemp("loop")
     pg, redis = Postgres(), Redis()
+    # promotion.mode auto: the drift retrain below replaces the champion at once, so the last test's forced bad
+    # release and its automatic rollback are about the monitor alone (the staged rollout, the default, has its
+    # own end-to-end test: tests/e2e/test_rollout_dag.py)
     params = write_params(home / "params.yaml", source={"rows_per_day": 500, "incidents": {"2026-01-07": "upstream_bug"}},
-                          training={"min_rows": 1000, "test_days": 1})
+                          training={"min_rows": 1000, "test_days": 1}, promotion={"mode": "auto"})
     settings = Settings(home=home / "ctloop", params=params, project_dir=REPO, schedule_end=date(2026, 1, 10),
                         mlflow_tracking_uri=pg.url("mlflow"))
     airflow = LocalAirflow.from_settings(settings, port=free_port(), extra_env={

@@ -441,9 +441,10 @@ class RolloutSpec(_Strict):
 
 
 class PromotionSpec(_Strict):
-    # rollout: a passing challenger that would replace a champion becomes @candidate and earns its traffic
-    # through rollout.steps (the first champion still goes straight in)
-    mode: Literal["auto", "manual", "rollout"] = "auto"
+    # rollout (the default, issue 20): a passing challenger that would replace a champion becomes
+    # @candidate and earns its traffic through rollout.steps (the first champion still goes straight in);
+    # auto: it replaces the champion at once; manual: it waits for a person's approval
+    mode: Literal["auto", "manual", "rollout"] = "rollout"
     rollback: RollbackPolicy = RollbackPolicy()
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)  # the analysis of a staged rollout (issue 20)
 

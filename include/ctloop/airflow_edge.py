@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseNotifier, BaseOperator
+from airflow.sdk import BaseNotifier, BaseOperator, BaseOperatorLink
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from ctloop.core.audit import subscribe
@@ -394,6 +394,17 @@ class RolloutTrigger(BaseTrigger):
             await asyncio.sleep(self.poll_seconds)
 
 
+class MlflowRunLink(BaseOperatorLink):
+    """The task's "MLflow run" button: the candidate's run, which holds every step's analysis
+    (``rollout/step-N.json``). Airflow evaluates it on the worker when the task ends; the operator keeps
+    the URL its last measurement returned."""
+
+    name = "MLflow run"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: Any) -> str:
+        return getattr(operator, "mlflow_run_url", None) or ""
+
+
 class RolloutController(BaseOperator):
     """``<model>__rollout``'s task: apply the form's action (advance, resume, abort), measure and act, and
     defer to :class:`RolloutTrigger` until the next measurement, step after step, until the rollout is
@@ -402,11 +413,13 @@ class RolloutController(BaseOperator):
 
     template_fields = ("action", "reason")
     ui_color = "#d6eaf8"
+    operator_extra_links = (MlflowRunLink(),)
 
     def __init__(self, *, model: str | None, action: str = "{{ params.action }}",
                  reason: str = "{{ params.reason or '' }}", poll_seconds: float = 5.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.model, self.action, self.reason, self.poll_seconds = model, action, reason, poll_seconds
+        self.mlflow_run_url: str | None = None  # set by each measurement; read by MlflowRunLink
 
     def execute(self, context: Any) -> dict[str, Any] | None:
         return self._control(context, self.action)
@@ -427,6 +440,9 @@ class RolloutController(BaseOperator):
         except CtloopError as e:
             raise AirflowFailException(str(e)) from e
         analysis, state = result["analysis"], result["state"]
+        self.mlflow_run_url = result.get("mlflow_run_url")
+        if self.mlflow_run_url:
+            self.log.info("the candidate's MLflow run (each step's analysis): %s", self.mlflow_run_url)
         if analysis is not None:
             self.log.info("step %d at %.0f%%: %s -> %s; %s", analysis["step"] + 1, 100 * analysis["weight"],
                           analysis["outcome"], analysis["action"], "; ".join(analysis["reasons"]))

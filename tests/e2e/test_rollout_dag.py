@@ -119,6 +119,12 @@ def test_the_gates_asset_event_rolls_a_good_candidate_out_through_the_triggerer(
     assert alias_version(client, name, "champion") == good and alias_version(client, name, "previous") == stack["v1"]
     assert {status for status, _ in traffic.answers} == {200}, traffic.answers  # zero failed requests
     assert traffic.answers[(200, "canary")] > 0
+    # the task's "MLflow run" link opens the candidate's run, where each step's analysis is logged
+    [ti] = stack["airflow"].task_instances(DAG, run["dag_run_id"])
+    links = stack["airflow"].api("GET", f"/dags/{DAG}/dagRuns/{run['dag_run_id']}/taskInstances/{ti['task_id']}/links")
+    run_id = client.get_model_version(name, good).run_id
+    assert links["extra_links"]["MLflow run"].endswith(f"/runs/{run_id}"), links
+    assert {f"rollout/step-{n}.json" for n in (1, 2)} <= {a.path for a in client.list_artifacts(run_id, "rollout")}
 
 
 def test_a_quiet_step_pauses_the_form_resumes_it_and_the_cli_aborts_it(stack: dict[str, Any]) -> None:

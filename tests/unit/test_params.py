@@ -69,3 +69,18 @@ def test_settings_come_from_ctloop_env(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setenv("CTLOOP_SCHEDULE_END", "not-a-date")
     with pytest.raises(ValueError, match="schedule_end"):
         Settings()
+
+
+def test_the_mlflow_run_link_goes_to_the_tracking_server_or_to_mlflow_ui(tmp_path: Path) -> None:
+    embedded = Settings(home=tmp_path)
+    assert embedded.mlflow_run_url("3", "abc") == "http://localhost:5000/#/experiments/3/runs/abc"  # `mlflow ui`
+    served = Settings(home=tmp_path, mlflow_tracking_uri="http://mlflow:5000/")
+    assert served.mlflow_run_url("3", "abc") == "http://mlflow:5000/#/experiments/3/runs/abc"
+    chosen = Settings(home=tmp_path, mlflow_tracking_uri="http://mlflow:5000", mlflow_ui_url="https://ml.example.com")
+    assert chosen.mlflow_run_url("3", "abc") == "https://ml.example.com/#/experiments/3/runs/abc"
+
+
+def test_a_promotion_that_replaces_a_champion_rolls_out_by_default() -> None:
+    from ctloop.core.params import PromotionSpec
+
+    assert PromotionSpec().mode == "rollout"

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     lake: Path | None = Field(default=None, description="Parquet lake root; default <home>/lake")
     mlflow_tracking_uri: str | None = None
     mlflow_artifact_root: str | None = None
+    # where people browse MLflow (the Airflow tasks' "MLflow run" links); default: the tracking server when
+    # it is one, else `mlflow ui`'s own address
+    mlflow_ui_url: str | None = None
     dvc_remote: str | None = Field(default=None, description="DVC remote URL or path; default <home>/dvc-remote")
     airflow_port: int = 8080
     # `ctloop serve`: when set, every route but /health needs `Authorization: Bearer <token>`
@@ -92,9 +95,17 @@ class Settings(BaseSettings):
             object.__setattr__(self, "lake", self.lake.expanduser().resolve())
         if self.mlflow_tracking_uri is None:
             object.__setattr__(self, "mlflow_tracking_uri", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
+        if self.mlflow_ui_url is None:
+            tracking = self.mlflow_tracking_uri or ""
+            object.__setattr__(self, "mlflow_ui_url", tracking if tracking.startswith(("http://", "https://"))
+                               else "http://localhost:5000")
         if self.mlflow_artifact_root is None:
             object.__setattr__(self, "mlflow_artifact_root", (home / "mlflow" / "artifacts").as_uri())
         return self
+
+    def mlflow_run_url(self, experiment_id: str, run_id: str) -> str:
+        """The MLflow UI's page of a run."""
+        return f"{(self.mlflow_ui_url or '').rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
     @property
     def lake_root(self) -> Path:

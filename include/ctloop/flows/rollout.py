@@ -266,6 +266,18 @@ def _log_step(settings: Settings, params: Params, state: RolloutState, analysis:
                                  f"{analysis.outcome} at {analysis.weight:.0%}")
 
 
+def candidate_run_url(params: Params, settings: Settings, state: RolloutState) -> str | None:
+    """The MLflow UI's page of the candidate's run, where each step's analysis is logged; None when the
+    version has no run."""
+    from ctloop.registry.mlflow_registry import configure_mlflow, model_version
+
+    client = configure_mlflow(settings)
+    mv = model_version(client, params.training.registered_model, state.candidate)
+    if not mv.run_id:
+        return None
+    return settings.mlflow_run_url(client.get_run(mv.run_id).info.experiment_id, mv.run_id)
+
+
 def advance_rollout(params: Params, settings: Settings, actor: str = "ctloop",
                     at: datetime | None = None) -> Advance:
     """One measurement and the action it calls for. Nothing to do unless a rollout is running."""

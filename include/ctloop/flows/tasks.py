@@ -211,7 +211,13 @@ def rollout_control(model: str | None, action: str, reason: str | None, dag_id: 
     triggerer waits for it without a worker slot); None when the rollout is not running."""
     from datetime import UTC, datetime, timedelta
 
-    from ctloop.flows.rollout import abort_rollout, advance_rollout, read_rollout, resume_rollout
+    from ctloop.flows.rollout import (
+        abort_rollout,
+        advance_rollout,
+        candidate_run_url,
+        read_rollout,
+        resume_rollout,
+    )
 
     settings, params, _ = _runtime(model)
     actor = f"airflow:{dag_id}/{run_id}"
@@ -225,6 +231,7 @@ def rollout_control(model: str | None, action: str, reason: str | None, dag_id: 
     pause = timedelta(seconds=params.promotion.rollout.interval_seconds if done and done.analysis else 0)
     return {"state": state.to_dict() if state else None,
             "analysis": done.analysis.to_dict() if done and done.analysis else None,
+            "mlflow_run_url": candidate_run_url(params, settings, state) if state else None,
             "wait_until": (datetime.now(UTC) + pause).isoformat() if waiting else None}
 
 

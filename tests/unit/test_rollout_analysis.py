@@ -75,6 +75,18 @@ def test_each_metric_fails_beyond_its_failure_condition_and_waits_between(metric
     assert judge_step(0, [evidence(seconds=4000, **between)], POLICY).outcome == "Inconclusive"
 
 
+@given(st.floats(1.0, 1000.0, allow_nan=False))
+def test_latency_is_judged_against_a_concurrent_champion_only(ratio: float) -> None:
+    """At 100% the champion serves nothing beside the candidate: its p99 is from another time and load."""
+    slow = evidence(p99=10.0 * ratio)  # the champion's p99 is 10 ms
+    full = judge_step(len(POLICY.steps) - 1, [slow], POLICY)
+    assert full.outcome == "Successful" and full.action == "promote", full.reasons
+    assert "p99_ratio: not judged at 100% (no concurrent champion)" in [m.reason for m in full.metrics]
+    expected = ("Failed" if ratio > POLICY.analysis["p99_ratio"].failure else
+                "Running" if ratio > POLICY.analysis["p99_ratio"].success else "Successful")
+    assert judge_step(len(POLICY.steps) - 2, [slow] * 2, POLICY).outcome == expected  # at 50% it is judged
+
+
 def test_measurements_before_the_minimum_traffic_do_not_count_as_failures() -> None:
     noisy = evidence(requests=5, errors=5)  # 100% errors on 5 requests: too few to judge (the guard is the fast path)
     assert judge_step(0, [noisy, noisy, evidence()], POLICY).outcome == "Successful"

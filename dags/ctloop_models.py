@@ -23,7 +23,6 @@ from airflow.sdk import (
     AssetOrTimeSchedule,
     CronDataIntervalTimetable,
     CronTriggerTimetable,
-    Param,
     get_parsing_context,
     task,
 )
@@ -31,11 +30,15 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from ctloop.airflow_edge import (
     RolloutController,
+    approve_form,
     dag_arguments,
     deployment_specs,
+    failing_on,
     invalid_spec_arguments,
     model_of_dag,
-    retrain_defaults,
+    retrain_form,
+    rollback_form,
+    rollout_form,
     schedule_end,
     task_defaults,
 )
@@ -66,10 +69,8 @@ def build_ingest(model: str, params: Params) -> DAG:
             from ctloop.core.errors import ValidationFailed
             from ctloop.flows.tasks import ingest_validate
 
-            try:
+            with failing_on(ValidationFailed):
                 return ingest_validate(model, data_interval_start, raw_files)
-            except ValidationFailed as e:
-                raise AirflowFailException(str(e)) from e
 
         @task(outlets=[curated])
         def publish_curated(raw_files: list[str], validation: dict, data_interval_start=None) -> str:
@@ -83,47 +84,29 @@ def build_ingest(model: str, params: Params) -> DAG:
 
 
 def build_retrain(model: str, params: Params) -> DAG:
-    defaults = retrain_defaults(params)
     schedule = AssetOrTimeSchedule(timetable=CronTriggerTimetable(params.training.schedule, timezone="UTC"),
                                    assets=[Asset(name=assets.drift(model))])
-    form = {
-        "reason": Param(None, type=["null", "string"], title="Reason",
-                        description="Why retrain now. Required for manual runs; recorded on the MLflow run."),
-        "window_days": Param(defaults["window_days"], type="integer", minimum=2, maximum=365,
-                             title="Training window (days)"),
-        "model": Param(defaults["model"], type="string", enum=defaults["models"], title="Model",
-                       description=f"A built-in model, or custom: training.estimator / training.pipeline in "
-                                   f"models/{model}.yaml"),
-        "force_promote": Param(False, type="boolean", title="Force promotion",
-                               description="Promote even if the gate rejects; the gate's verdict is still recorded."),
-        "hyperparameters": Param({}, type="object", title="Hyperparameter overrides",
-                                 description="e.g. {\"C\": 0.001}; merged over the spec's. scikit-learn "
-                                             "set_params names: a plain name is the model's"),
-    }
     with _dag(model, "retrain", params, schedule=schedule, end_date=schedule_end(), max_active_runs=1,
-              params=form, default_args=task_defaults(retries=1, retry_delay=timedelta(seconds=30),
-                                                      retry_exponential_backoff=True)) as dag:
+              params=retrain_form(model, params),
+              default_args=task_defaults(retries=1, retry_delay=timedelta(seconds=30),
+                                         retry_exponential_backoff=True)) as dag:
         @task(inlets=[Asset(name=assets.curated(model))])
         def build_training_set(params=None, dag_run=None, triggering_asset_events=None, data_interval_end=None) -> dict:
             from ctloop.core.errors import ConfigError, InsufficientData
             from ctloop.flows.tasks import retrain_build
 
             extras = [dict(e.extra or {}) for events in (triggering_asset_events or {}).values() for e in events]
-            try:
+            with failing_on(InsufficientData, ConfigError):
                 return retrain_build(model, dag_run.run_type, dict(params), extras, dag_run.dag_id, dag_run.run_id,
                                      data_interval_end or dag_run.run_after)
-            except (InsufficientData, ConfigError) as e:
-                raise AirflowFailException(str(e)) from e
 
         @task
         def validate_training_set(built: dict) -> dict:
             from ctloop.core.errors import ValidationFailed
             from ctloop.flows.tasks import retrain_validate
 
-            try:
+            with failing_on(ValidationFailed):
                 return retrain_validate(model, built)
-            except ValidationFailed as e:
-                raise AirflowFailException(str(e)) from e
 
         @task
         def train_challenger(built: dict, validated: dict, params=None) -> dict:
@@ -148,10 +131,8 @@ def build_retrain(model: str, params: Params) -> DAG:
             from ctloop.core.errors import PromotionConflict
             from ctloop.flows.tasks import retrain_promote
 
-            try:
+            with failing_on(PromotionConflict):
                 promoted = retrain_promote(model, decision, dict(params), built["trigger"])
-            except PromotionConflict as e:
-                raise AirflowFailException(str(e)) from e
             if promoted is None:
                 raise AirflowSkipException(f"gate rejected v{decision['challenger']}: {'; '.join(decision['reasons'])}")
             if "rollout" in promoted:  # promotion.mode rollout: <model>__rollout takes it from here
@@ -177,10 +158,8 @@ def build_monitor(model: str, params: Params) -> DAG:
             from ctloop.core.errors import DataUnreadable, SchemaError
             from ctloop.flows.tasks import monitor_collect
 
-            try:
+            with failing_on(DataUnreadable, SchemaError):
                 return monitor_collect(model, data_interval_start)
-            except (DataUnreadable, SchemaError) as e:
-                raise AirflowFailException(str(e)) from e
 
         @task
         def detect_drift(collected: dict) -> dict:
@@ -256,52 +235,38 @@ def build_labels(model: str, params: Params) -> DAG:
 
 
 def build_rollback(model: str, params: Params) -> DAG:
-    form = {"version": Param("previous", type="string", minLength=1, title="Roll back to",
-                             description="a version number, or previous"),
-            "reason": Param(type="string", minLength=3, title="Reason", description="why; audited")}
-    with _dag(model, "rollback", params, schedule=None, max_active_runs=1, params=form,
+    with _dag(model, "rollback", params, schedule=None, max_active_runs=1, params=rollback_form(),
               default_args=task_defaults(retries=1, retry_delay=timedelta(seconds=10))) as dag:
         @task
         def rollback(params=None, dag_run=None) -> dict:
             from ctloop.core.errors import PromotionConflict, RegistryError
             from ctloop.flows.tasks import rollback_champion
 
-            try:
+            with failing_on(PromotionConflict, RegistryError):
                 return rollback_champion(model, params["version"], params["reason"], dag_run.dag_id, dag_run.run_id)
-            except (PromotionConflict, RegistryError) as e:
-                raise AirflowFailException(str(e)) from e
 
         rollback()
     return dag
 
 
 def build_approve(model: str, params: Params) -> DAG:
-    form = {"version": Param(type="string", minLength=1, title="Version", description="the @candidate version to promote"),
-            "reason": Param(type="string", minLength=3, title="Reason", description="why it may go live; audited")}
-    with _dag(model, "approve", params, schedule=None, max_active_runs=1, params=form,
+    with _dag(model, "approve", params, schedule=None, max_active_runs=1, params=approve_form(),
               default_args=task_defaults(retries=1, retry_delay=timedelta(seconds=10))) as dag:
         @task
         def approve(params=None, dag_run=None) -> dict:
             from ctloop.core.errors import GateRejected, PromotionConflict, RegistryError
             from ctloop.flows.tasks import approve_candidate
 
-            try:
+            with failing_on(GateRejected, PromotionConflict, RegistryError):
                 return approve_candidate(model, params["version"], params["reason"], dag_run.dag_id, dag_run.run_id)
-            except (GateRejected, PromotionConflict, RegistryError) as e:
-                raise AirflowFailException(str(e)) from e
 
         approve()
     return dag
 
 
 def build_rollout(model: str, params: Params) -> DAG:
-    form = {"action": Param("advance", type="string", enum=["advance", "resume", "abort"], title="Action",
-                            description="advance: measure and act (what the gate's Asset event runs); resume a "
-                                        "paused rollout; abort it (weight 0, the candidate needs a new gate pass)"),
-            "reason": Param(None, type=["null", "string"], title="Reason",
-                            description="why; required to resume or abort (audited)")}
     with _dag(model, "rollout", params, schedule=[Asset(name=assets.rollout(model))], max_active_runs=1,
-              params=form, default_args=task_defaults(retries=1, retry_delay=timedelta(seconds=10))) as dag:
+              params=rollout_form(), default_args=task_defaults(retries=1, retry_delay=timedelta(seconds=10))) as dag:
         RolloutController(task_id="control", model=model)
     return dag
 

@@ -27,12 +27,13 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseNotifier, BaseOperator, BaseOperatorLink
+from airflow.sdk import BaseNotifier, BaseOperator, BaseOperatorLink, Param
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from ctloop.core.audit import subscribe
@@ -82,14 +83,57 @@ def schedule_end() -> datetime | None:
     return None if day is None else datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
-def retrain_defaults(params: Params) -> dict[str, object]:
-    """Defaults of the manual-trigger form, from the model's spec."""
+def retrain_form(model: str, params: Params) -> dict[str, Param]:
+    """``<model>__retrain``'s typed manual-trigger form, its defaults from the model's spec."""
     from ctloop.core.params import BUILT_IN_MODELS_BY_TASK
 
     t = params.training
     custom = t.estimator is not None or t.pipeline is not None
-    return {"window_days": t.window_days, "model": t.model,
-            "models": [*BUILT_IN_MODELS_BY_TASK[params.dataset.task], *(["custom"] if custom else [])]}
+    return {
+        "reason": Param(None, type=["null", "string"], title="Reason",
+                        description="Why retrain now. Required for manual runs; recorded on the MLflow run."),
+        "window_days": Param(t.window_days, type="integer", minimum=2, maximum=365, title="Training window (days)"),
+        "model": Param(t.model, type="string",
+                       enum=[*BUILT_IN_MODELS_BY_TASK[params.dataset.task], *(["custom"] if custom else [])],
+                       title="Model", description=f"A built-in model, or custom: training.estimator / "
+                                                  f"training.pipeline in models/{model}.yaml"),
+        "force_promote": Param(False, type="boolean", title="Force promotion",
+                               description="Promote even if the gate rejects; the gate's verdict is still recorded."),
+        "hyperparameters": Param({}, type="object", title="Hyperparameter overrides",
+                                 description="e.g. {\"C\": 0.001}; merged over the spec's. scikit-learn "
+                                             "set_params names: a plain name is the model's"),
+    }
+
+
+def rollback_form() -> dict[str, Param]:
+    return {"version": Param("previous", type="string", minLength=1, title="Roll back to",
+                             description="a version number, or previous"),
+            "reason": Param(type="string", minLength=3, title="Reason", description="why; audited")}
+
+
+def approve_form() -> dict[str, Param]:
+    return {"version": Param(type="string", minLength=1, title="Version", description="the @candidate version to promote"),
+            "reason": Param(type="string", minLength=3, title="Reason", description="why it may go live; audited")}
+
+
+def rollout_form() -> dict[str, Param]:
+    return {"action": Param("advance", type="string", enum=["advance", "resume", "abort"], title="Action",
+                            description="advance: measure and act (what the gate's Asset event runs); resume a "
+                                        "paused rollout; abort it (weight 0, the candidate needs a new gate pass)"),
+            "reason": Param(None, type=["null", "string"], title="Reason",
+                            description="why; required to resume or abort (audited)")}
+
+
+@contextmanager
+def failing_on(*errors: type[Exception]) -> Iterator[None]:
+    """Inside a task: these errors are the data's or the request's fault, not the infrastructure's, so the
+    task fails at once with their one-line message (no retry); anything else is retried by Airflow."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        yield
+    except errors as e:
+        raise AirflowFailException(str(e)) from e
 
 
 # what each generated DAG says about itself in the UI (doc_md), per flow; {model}, {suite}, {registered}

@@ -91,8 +91,11 @@ def test_two_models_ingest_and_retrain_side_by_side(two_models) -> None:  # type
 
     from ctloop.core.audit import audit_log
 
-    runs_by_model = {e["model"] for e in audit_log(settings).entries() if e["kind"] == "dag_run"}
+    entries = audit_log(settings).entries()
+    runs_by_model = {e["model"] for e in entries if e["kind"] == "dag_run"}
     assert runs_by_model == {"alpha", "beta"}, "each DAG run outcome is audited under its model"
+    assert {e["model"] for e in entries if e["kind"] == "validation"} == {"alpha", "beta"}
+    assert [e["kind"] for e in entries if not e.get("model")] == [], "every decision names its model (one chain)"
 
 
 def test_a_drift_of_one_model_retrains_that_model_only(two_models) -> None:  # type: ignore[no-untyped-def]

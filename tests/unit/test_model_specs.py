@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -196,3 +197,31 @@ def test_no_owner_no_access_control() -> None:
     params = load_params(SPEC)
     assert params.owner is None and access_control(params) is None and ownerships({"x": params}) == []
     assert params.monitoring.experiment == "ctloop-support_escalation-monitoring"  # one per model
+
+
+def test_the_demo_deployment_is_two_models_of_two_task_types_on_their_own_data(tmp_path: Path) -> None:
+    """What ``make demo`` writes: the tickets model with the demo's incidents and the flights regression on
+    its delivered files (real 2013 flights re-dated onto the demo's calendar), both valid over the defaults,
+    each with its own steps, suites and lake."""
+    import pandas as pd
+
+    from ctloop.dev.demo import SECOND_MODEL, deliver_flights, demo_params
+
+    base = Settings(home=tmp_path / "home")
+    incoming = tmp_path / "incoming"
+    folder = demo_params(base, {"source": {"incidents": {"2026-01-10": "upstream_bug"}}}, incoming)
+    deployment = Settings(home=tmp_path / "home", models_dir=folder)
+    assert deployment.model is None and deployment.model_names() == [SECOND_MODEL, "support_escalation"]
+    tickets = load_params(deployment.for_model("support_escalation").spec_path)
+    flights = load_params(deployment.for_model(SECOND_MODEL).spec_path)
+    assert (tickets.dataset.task, flights.dataset.task) == ("binary", "regression")
+    assert tickets.source.incidents == {date(2026, 1, 10): "upstream_bug"} and flights.source.kind == "files"
+    assert flights.validation.suite == "flight_arrival_batch"
+    assert (base.gx_dir / "expectations" / "flight_arrival_batch.json").exists(), "its suite is committed"
+    assert flights.promotion.mode == "rollout" and flights.promotion.rollout.steps[0].weight == 0.25
+    assert deployment.for_model(SECOND_MODEL).lake_root != deployment.for_model("support_escalation").lake_root
+
+    assert deliver_flights(incoming, date(2026, 1, 5), date(2026, 1, 6)) == 2
+    day = pd.read_parquet(incoming / "dt=2026-01-05" / "flights.parquet")
+    assert (day["sched_dep"].dt.date == date(2026, 1, 5)).all() and 700 < len(day) < 1200
+    assert set(flights.dataset.columns) == set(day.columns), "the delivered file is the spec's contract"

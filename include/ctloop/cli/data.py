@@ -159,7 +159,7 @@ def ingest(
     console = Console(stderr=True)
     show = None if as_json or len(days) == 1 or not console.is_terminal else (
         lambda o: console.print(o.line(), highlight=False))
-    outcomes = ingest_days(days, params, lake, open_context(settings), progress=show)
+    outcomes = ingest_days(days, params, lake, open_context(settings), progress=show, settings=settings)
     if day is not None:
         emit(outcomes[0].to_dict(), as_json, outcomes[0].line())
     else:

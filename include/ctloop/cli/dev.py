@@ -44,6 +44,9 @@ def demo(
     scenario: Annotated[str, typer.Option(help="what happens in production: covariate_shift, concept_shift, "
                                           "label_shift, upstream_bug, new_category, stable, seasonal")] = "covariate_shift",
     production_days: Annotated[int, typer.Option("--production-days", help="days of monitored traffic")] = 14,
+    second_model: Annotated[bool, typer.Option("--second-model/--one-model",
+                                               help="run the flights regression (real data) beside the tickets "
+                                                    "model")] = True,
 ) -> None:
     """Run the main job on the embedded default through the real Airflow scheduler and print what happened."""
     from ctloop.data.simulator import SCENARIOS
@@ -51,4 +54,5 @@ def demo(
 
     if scenario not in SCENARIOS or scenario == "schema_break":
         raise typer.BadParameter(f"unknown scenario {scenario!r}")
-    run_demo(days=days, extra_days=extra_days, scenario=scenario, production_days=production_days)
+    run_demo(days=days, extra_days=extra_days, scenario=scenario, production_days=production_days,
+             second_model=second_model)

@@ -101,10 +101,12 @@ def wait_logged(lake: Lake, day: date, request_ids: set[str], timeout: float = 6
                              f"{len(request_ids)} answered requests not logged after {timeout:.0f}s")
 
 
-def send_labels(client: httpx.Client, labels: pd.DataFrame, batch: int = 500) -> dict[str, int]:
-    """POST the labels to ``/feedback`` as the labelling system would; the server's counts, summed."""
+def send_labels(client: httpx.Client, labels: pd.DataFrame, batch: int = 500,
+                label_type: type = int) -> dict[str, int]:
+    """POST the labels to ``/feedback`` as the labelling system would (``label_type`` float for a
+    regression's values); the server's counts, summed."""
     totals = {"accepted": 0, "unknown": 0}
-    rows = [{"request_id": r["request_id"], "label": int(r["label"]), "labeled_at": r["labeled_at"].isoformat()}
+    rows = [{"request_id": r["request_id"], "label": label_type(r["label"]), "labeled_at": r["labeled_at"].isoformat()}
             for r in labels.to_dict("records")]
     for i in range(0, len(rows), batch):
         r = client.post("/feedback", json={"labels": rows[i:i + batch]})
@@ -137,6 +139,28 @@ def send_traffic(client: httpx.Client, spec: TrafficSpec, params: Params, lake: 
                     "seconds": round(seconds, 2), "labels": sent["accepted"], "unknown_labels": sent["unknown"],
                     "labels_arrive": (day + timedelta(days=spec.label_delay_days)).isoformat()})
     return out
+
+
+def send_delivered_day(client: httpx.Client, day: date, frame: pd.DataFrame, params: Params, lake: Lake,
+                       label_delay: timedelta = timedelta(hours=12), batch: int = 25,
+                       concurrency: int = 4) -> dict[str, Any]:
+    """A day of a team's own delivered rows (``frame``: the day's file, label included) as production: each
+    row through the server without its label, then the true labels through ``/feedback``, arriving
+    ``label_delay`` after each row's event time."""
+    import pandas as pd
+
+    contract = params.dataset
+    ids = frame[contract.id].astype(str).reset_index(drop=True)
+    requests = pd.concat([pd.DataFrame({"request_id": "R" + ids, "ts": frame[contract.timestamp].reset_index(drop=True)}),
+                          frame[contract.features].reset_index(drop=True)], axis=1)
+    answers = send_records(client, request_records(requests, params, list(ids)), batch, concurrency)
+    logged = wait_logged(lake, day, {a["request_id"] for a in answers})
+    labels = pd.DataFrame({"request_id": requests["request_id"], "label": frame[contract.target].to_numpy(),
+                           "labeled_at": requests["ts"] + label_delay})
+    sent = send_labels(client, labels, label_type=float if contract.task == "regression" else int)
+    return {"date": day.isoformat(), "rows": len(answers), "logged": logged,
+            "served": dict(Counter(f"v{a['model_version']} {a['route']}" for a in answers)),
+            "labels": sent["accepted"], "unknown_labels": sent["unknown"]}
 
 
 def _missing(value: Any) -> bool:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from great_expectations.data_context import FileDataContext
 
     from ctloop.core.params import Params
+    from ctloop.core.settings import Settings
     from ctloop.data.store import Lake
 
 
@@ -87,10 +88,12 @@ class IngestOutcome:
 
 
 def validate_batch(
-    day: date, raw_files: list[Path], params: Params, lake: Lake, context: FileDataContext
+    day: date, raw_files: list[Path], params: Params, lake: Lake, context: FileDataContext,
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
     """Validate the day's raw batch. On failure quarantine it (validation result beside it), withdraw any
-    curated partition of that day, and raise :class:`ValidationFailed` listing the failed expectations."""
+    curated partition of that day, and raise :class:`ValidationFailed` listing the failed expectations.
+    ``settings``: the model's, so each audit entry names its model (default: the process's)."""
     from ctloop.validation.run import validate_frame
 
     try:
@@ -98,8 +101,9 @@ def validate_batch(
     except DataUnreadable as e:
         result = {"success": False, "suite": params.validation.suite, "row_count": 0,
                   "failed_expectations": [], "warnings": [], "error": str(e), "date": day.isoformat()}
-        audit_record("validation", f"batch {day}", "failed", [str(e)], {"raw_files": [str(p) for p in raw_files]})
-        _quarantine(day, raw_files, result, lake, [str(e)])
+        audit_record("validation", f"batch {day}", "failed", [str(e)], {"raw_files": [str(p) for p in raw_files]},
+                     settings=settings)
+        _quarantine(day, raw_files, result, lake, [str(e)], settings)
         raise ValidationFailed(f"{day}: batch quarantined: {e}") from e
 
     report = validate_frame(frame, params, context, interval=interval_of(day),
@@ -109,23 +113,24 @@ def validate_batch(
     # a warning is recorded (and alerted) whatever happens to the batch; the failures decide its fate
     audit_record("validation", f"batch {day}", outcome, [f.describe() for f in report.failures + report.warnings],
                  {"suite": report.suite, "rows": report.row_count, "evaluated": report.evaluated,
-                  "warnings": len(report.warnings), "raw_files": [str(p) for p in raw_files]})
+                  "warnings": len(report.warnings), "raw_files": [str(p) for p in raw_files]}, settings=settings)
     if not report.success:
         blocking = report.failures or report.warnings  # validation.on_warning: quarantine
-        _quarantine(day, raw_files, result, lake, [f.describe() for f in blocking])
+        _quarantine(day, raw_files, result, lake, [f.describe() for f in blocking], settings)
         raise ValidationFailed(f"{day}: batch quarantined ({report.row_count} rows): {report.summary()}",
                                [asdict(f) for f in blocking], rows=report.row_count)
     return result
 
 
-def _quarantine(day: date, raw_files: list[Path], result: dict[str, Any], lake: Lake, reasons: list[str]) -> None:
+def _quarantine(day: date, raw_files: list[Path], result: dict[str, Any], lake: Lake, reasons: list[str],
+                settings: Settings | None) -> None:
     for raw in raw_files:
         target = lake.write_quarantine(day, raw, result)
         audit_record("quarantine", f"batch {day}", "quarantined", reasons,
-               {"raw_file": str(raw), "quarantine": str(target)})
+                     {"raw_file": str(raw), "quarantine": str(target)}, settings=settings)
     if lake.clear_curated(day):
         audit_record("quarantine", f"curated {day}", "withdrawn", ["the day's newest batch failed validation"],
-               {"curated": str(lake.partition("curated", day))})
+                     {"curated": str(lake.partition("curated", day))}, settings=settings)
 
 
 def publish_curated(day: date, raw_files: list[Path], validation: dict[str, Any], params: Params, lake: Lake) -> Path:
@@ -152,13 +157,15 @@ def _short(failure: dict[str, Any]) -> str:
     return f"{failure.get('expectation', '')}" + (f" on {failure.get('column')}" if failure.get("column") else "")
 
 
-def ingest_day(day: date, params: Params, lake: Lake, context: FileDataContext) -> IngestOutcome:
+def ingest_day(day: date, params: Params, lake: Lake, context: FileDataContext,
+               settings: Settings | None = None) -> IngestOutcome:
     """All three steps in one process (the CLI's ``ctloop ingest``); the DAG runs them as separate tasks."""
-    return ingest_days([day], params, lake, context)[0]
+    return ingest_days([day], params, lake, context, settings=settings)[0]
 
 
 def ingest_days(days: list[date], params: Params, lake: Lake, context: FileDataContext,
-                progress: Callable[[IngestOutcome], None] | None = None) -> list[IngestOutcome]:
+                progress: Callable[[IngestOutcome], None] | None = None,
+                settings: Settings | None = None) -> list[IngestOutcome]:
     """A range of days in one process: the imports, the GX context and the DVC repository are set up once,
     and the curated partitions are versioned by one ``dvc add`` and one ``dvc push`` at the end (each
     stays invisible to training until then). Re-running a range rewrites the same partitions."""
@@ -167,7 +174,7 @@ def ingest_days(days: list[date], params: Params, lake: Lake, context: FileDataC
     for day in days:
         raw = extract_batch(day, params, lake)
         try:
-            validation = validate_batch(day, raw, params, lake, context)
+            validation = validate_batch(day, raw, params, lake, context, settings)
         except ValidationFailed as e:
             outcome = IngestOutcome(day, "quarantined", e.rows, str(lake.partition("quarantine", day)),
                                     [_short(f) for f in e.failures] or [str(e)])

@@ -87,7 +87,8 @@ def ingest_validate(model: str | None, interval_start: datetime | str, raw_files
     from ctloop.validation.context import open_context
 
     settings, params, lake = _runtime(model)
-    result = validate_batch(_day(interval_start), [Path(p) for p in raw_files], params, lake, open_context(settings))
+    result = validate_batch(_day(interval_start), [Path(p) for p in raw_files], params, lake, open_context(settings),
+                            settings)
     return {k: result[k] for k in ("suite", "success", "row_count", "evaluated", "seconds", "warnings")}
 
 

@@ -87,6 +87,19 @@ def test_latency_is_judged_against_a_concurrent_champion_only(ratio: float) -> N
     assert judge_step(len(POLICY.steps) - 2, [slow] * 2, POLICY).outcome == expected  # at 50% it is judged
 
 
+@given(st.floats(0.0, 2.0, allow_nan=False))
+def test_the_score_distribution_is_judged_against_a_concurrent_champion_only(distance: float) -> None:
+    """At 100% the champion's scores are another period's requests: on real flights a day whose departure
+    delays drifted put 0.401 between two good models' scores."""
+    moved = evidence(score_distance=distance)
+    full = judge_step(len(POLICY.steps) - 1, [moved], POLICY)
+    assert full.outcome == "Successful" and full.action == "promote", full.reasons
+    assert "score_distance: not judged at 100% (no concurrent champion)" in [m.reason for m in full.metrics]
+    rule = POLICY.analysis["score_distance"]
+    expected = "Failed" if distance > rule.failure else "Running" if distance > rule.success else "Successful"
+    assert judge_step(len(POLICY.steps) - 2, [moved] * (rule.failure_limit + 1), POLICY).outcome == expected
+
+
 def test_measurements_before_the_minimum_traffic_do_not_count_as_failures() -> None:
     noisy = evidence(requests=5, errors=5)  # 100% errors on 5 requests: too few to judge (the guard is the fast path)
     assert judge_step(0, [noisy, noisy, evidence()], POLICY).outcome == "Successful"

@@ -242,9 +242,8 @@ def _production(airflow: Any, console: Console, deployment: Settings, models: li
     then that day's monitor run of every model at once through the scheduler. A drift event schedules that
     model's retrain, and the next day's traffic waits until the server has hot-swapped to whatever champion
     the registry holds."""
-    import pandas as pd
-
     from ctloop.core.params import load_params
+    from ctloop.data.reading import read_batches
     from ctloop.data.store import Lake
     from ctloop.dev.client import http_client, send_delivered_day, send_traffic, wait_ready
     from ctloop.dev.traffic import TrafficSpec
@@ -269,7 +268,7 @@ def _production(airflow: Any, console: Console, deployment: Settings, models: li
             for s in models:
                 m = str(s.model)
                 if m == SECOND_MODEL and flights_incoming is not None:
-                    frame = pd.concat(pd.read_parquet(f) for f in sorted((flights_incoming / f"dt={day}").glob("*.parquet")))
+                    frame = read_batches(flights_incoming / f"dt={day}", specs[m].dataset)
                     sent[m] = send_delivered_day(clients[m], day, frame, specs[m], lakes[m])
                 else:
                     sent[m] = send_traffic(clients[m], TrafficSpec(day, 1, scenario, drift_start,

@@ -13,7 +13,7 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
-from ctloop.cli import data, deployment, dev, lineage, monitoring, registry, serving, training  # noqa: F401  (registers the verbs)
+from ctloop.cli import data, deployment, dev, lineage, monitoring, prompts, registry, serving, training  # noqa: F401  (registers the verbs)
 from ctloop.cli.app import alert_in_process, app, quiet_libraries
 from ctloop.core.audit import subscribe
 from ctloop.core.errors import CtloopError

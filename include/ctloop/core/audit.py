@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 KINDS = ("validation", "quarantine", "labels", "gate", "promotion", "approval", "rollback", "drift_trigger",
-         "canary_stop", "dag_run", "access", "rollout")
+         "canary_stop", "dag_run", "access", "rollout", "registration")
 
 
 def _digest(entry: dict[str, Any]) -> str:

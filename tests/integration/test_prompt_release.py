@@ -6,13 +6,19 @@ support-triage app, its golden set and knowledge base. The model is the in-proce
 from __future__ import annotations
 
 import json
+from datetime import UTC, date, datetime
 from pathlib import Path
+
+from fastapi.testclient import TestClient
 
 from ctloop.core.apps import get_app
 from ctloop.core.audit import audit_log
 from ctloop.core.settings import Settings
-from ctloop.dev.llm_demo import write_customers
+from ctloop.data.llm_log import llm_log_since
+from ctloop.dev.llm_demo import simulated_tickets, write_customers
+from ctloop.serving.llm_app import create_llm_app
 from tests.conftest import REPO, run_cli
+from tests.llm_doubles import FakeChat, RuleEscalation
 
 APP = REPO / "apps" / "support_triage"
 DOUBLES_ENV = {"PYTHONPATH": str(REPO)}  # the doubles are importable as tests.llm_doubles
@@ -25,7 +31,7 @@ def _release(version: str) -> tuple[int, dict]:  # type: ignore[type-arg]
     return r.returncode, json.loads(r.stdout)
 
 
-def test_a_prompt_that_obeys_injections_is_rejected_and_a_better_one_promoted(ctloop_home: Path) -> None:
+def test_a_prompt_that_obeys_injections_is_rejected_and_a_better_one_earns_its_traffic(ctloop_home: Path) -> None:
     settings = Settings(home=ctloop_home)
     write_customers(get_app(settings, "support_triage").customers_path(settings))
     for n in (1, 2, 3):
@@ -47,13 +53,44 @@ def test_a_prompt_that_obeys_injections_is_rejected_and_a_better_one_promoted(ct
 
     # v3 keeps the fence and asks for a shorter reply: fewer tokens, the same decisions
     code, third = _release("3")
-    assert code == 0 and third["promoted"] and third["champion"] == "1"
+    assert code == 0 and not third["promoted"] and third["champion"] == "1"
     m = third["metrics"]
     assert m["challenger"]["tokens_per_request"] < m["champion"]["tokens_per_request"]
     assert m["challenger"]["cost_per_1k_requests"] < m["champion"]["cost_per_1k_requests"]
+    # it earns its traffic on the served app: 10%, 50%, 100% of the ticket keys
+    assert third["rollout"]["weight"] == 0.1
+    status = json.loads(run_cli("prompt", "status", "--json").stdout)
+    assert status["aliases"] == {"champion": "1", "previous": None, "candidate": "3"}
+    spec = get_app(settings, "support_triage")
+    tickets = simulated_tickets(date(2026, 1, 5), 2000)
+    served: list[dict] = []  # type: ignore[type-arg]
+    steps = []
+    for _ in range(6):
+        with TestClient(create_llm_app(settings, spec, FakeChat(), RuleEscalation())) as client:
+            for ticket in tickets[len(served):len(served) + 400]:
+                r = client.post("/answer", json=ticket)
+                assert r.status_code == 200, r.text
+                served.append(r.json())
+        r = run_cli("prompt", "rollout", "advance", "--json")
+        assert r.returncode == 0, r.stderr
+        analysis = json.loads(r.stdout)["analysis"]
+        steps.append((analysis["weight"], analysis["action"]))
+        if analysis["action"] == "promote":
+            break
+    assert steps == [(0.1, "next"), (0.5, "next"), (1.0, "promote")], steps
+    by_version = {v: sum(1 for s in served if s["prompt_version"] == v) for v in ("1", "3")}
+    assert 0 < by_version["3"] < len(served) and by_version["1"] > 0
+    # a ticket key stays on its route within a step: the same ticket again is answered by the same version
+    with TestClient(create_llm_app(settings, spec, FakeChat(), RuleEscalation())) as client:
+        assert all(client.post("/answer", json=t).json()["prompt_version"] == "3" for t in tickets[:20])
+        assert client.post("/answer", json={"ticket_id": "x"}).status_code == 400
+        assert client.post("/answer", content=b"[1]").status_code == 400
 
     status = json.loads(run_cli("prompt", "status", "--json").stdout)
     assert status["aliases"] == {"champion": "3", "previous": "1", "candidate": None}
+    log = llm_log_since(settings.lake_root, "support_triage", datetime(2000, 1, 1, tzinfo=UTC))
+    assert len(log) == len(served) + 20 and set(log["prompt_version"]) == {"1", "3"}
+    assert log["cost"].gt(0).all() and log["tool_ms"].str.contains("score_escalation").all()
 
     r = run_cli("prompt", "rollback", "--reason", "replies too terse", "--json")
     assert r.returncode == 0, r.stderr
@@ -63,7 +100,8 @@ def test_a_prompt_that_obeys_injections_is_rejected_and_a_better_one_promoted(ct
     entries = [e for e in audit_log(settings).entries() if e["model"] == "support_triage"]
     kinds = [(e["kind"], e["subject"], e["outcome"]) for e in entries]
     assert ("gate", "prompts:/support_triage/2", "rejected") in kinds
-    assert ("promotion", "prompts:/support_triage/3", "promoted") in kinds
+    assert ("rollout", "prompts:/support_triage/3", "promoted") in kinds
+    assert [k[2] for k in kinds if k[0] == "rollout"] == ["started", "step passed", "step passed", "promoted"]
     assert kinds[-1][0] == "rollback"
     assert audit_log(settings).verify().ok
 

@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 from ctloop.core.apps import LlmAppSpec, load_app
 from ctloop.core.errors import ConfigError, DependencyUnavailable
 from ctloop.evaluation.llm_suites import INJECTIONS, hostile_cases, injection_cases, read_golden
-from ctloop.llm.providers import Completion, Message, OpenAICompatibleProvider, _connection_url, provider_from_spec
+from ctloop.llm.providers import (
+    Completion,
+    Message,
+    OpenAICompatibleProvider,
+    _connection_url,
+    provider_from_spec,
+)
 from ctloop.llm.triage import Customers, KnowledgeBase, Ticket, TriageApp, parse_answer
 from tests.conftest import REPO
 from tests.llm_doubles import FakeChat, RuleEscalation
@@ -108,7 +114,7 @@ def test_a_bad_app_spec_names_the_file_and_key(tmp_path: Path) -> None:
 def test_the_provider_comes_from_the_spec_an_env_var_or_an_airflow_connection(monkeypatch: pytest.MonkeyPatch) -> None:
     spec = LlmAppSpec.model_validate({"kind": "llm_app", "name": "x", "provider": {"kind": "openai"}})
     monkeypatch.delenv("CTLOOP_LLM_BASE_URL", raising=False)
-    with pytest.raises(ConfigError, match="provider.base_url"):
+    with pytest.raises(ConfigError, match=r"provider\.base_url"):
         provider_from_spec(spec.provider)
     monkeypatch.setenv("CTLOOP_LLM_BASE_URL", "http://127.0.0.1:9/v1")
     p = provider_from_spec(spec.provider)

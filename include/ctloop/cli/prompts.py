@@ -138,7 +138,9 @@ def release(
                         _factory(escalation, "--escalation-factory", spec), actor="cli")
     out = r.to_dict()
     head = (f"promoted prompts:/{spec.prompt_name}/{r.version} (was {'v' + r.champion if r.champion else 'none'})"
-            if r.moves else f"rejected prompts:/{spec.prompt_name}/{r.version}; champion stays "
+            if r.moves else f"gate passed: prompts:/{spec.prompt_name}/{r.version} is @candidate at "
+                            f"{r.rollout['weight']:.0%} of `ctloop serve`'s tickets (ctloop prompt rollout advance)"
+            if r.rollout else f"rejected prompts:/{spec.prompt_name}/{r.version}; champion stays "
                             f"{'v' + r.champion if r.champion else 'unset'}")
     emit(out, as_json, "\n".join([head, *("  " + reason for reason in r.decision.reasons)]))
     if not r.decision.passed:
@@ -171,3 +173,41 @@ def status(name: AppOption = None, as_json: JsonFlag = False) -> None:
     history = read_history(settings, f"prompt-{spec.prompt_name}")
     emit({"app": spec.name, "prompt": spec.prompt_name, "aliases": aliases, "history": history}, as_json,
          "\n".join(f"{a}: {'v' + v if v else '-'}" for a, v in aliases.items()))
+
+
+prompt_rollout_app = typer.Typer(no_args_is_help=True, help="A gated prompt version's staged rollout on `ctloop serve`.")
+prompt_app.add_typer(prompt_rollout_app, name="rollout")
+
+
+@prompt_rollout_app.command("status")
+def rollout_status(name: AppOption = None, as_json: JsonFlag = False) -> None:
+    """The rollout's version, step, weight and status."""
+    from ctloop.registry import prompts
+
+    settings, spec = _context(name)
+    state = prompts.read_rollout(settings, spec.name) or {}
+    emit(state, as_json, f"v{state['version']}: step {state['step'] + 1}, weight {state['weight']:.0%}, "
+                         f"{state['status']}" if state else "no rollout")
+
+
+@prompt_rollout_app.command("advance")
+def rollout_advance(name: AppOption = None, as_json: JsonFlag = False) -> None:
+    """Measure the running step from the request log, judge it, and act (next weight, promote, abort, pause)."""
+    from ctloop.flows.prompt_rollout import advance_prompt_rollout
+
+    settings, spec = _context(name)
+    analysis, state = advance_prompt_rollout(settings, spec, actor="cli")
+    emit({"analysis": analysis.to_dict(), "state": state}, as_json,
+         "\n".join([f"step {analysis.step + 1} ({analysis.weight:.0%}): {analysis.outcome} -> {analysis.action}",
+                    *("  " + r for r in analysis.reasons)]))
+
+
+@prompt_rollout_app.command("abort")
+def rollout_abort(reason: Annotated[str, typer.Option(help="why (audited)")], name: AppOption = None,
+                  as_json: JsonFlag = False) -> None:
+    """Weight 0 at once; the candidate alias is removed; the champion never moved."""
+    from ctloop.flows.prompt_rollout import abort_prompt_rollout
+
+    settings, spec = _context(name)
+    state = abort_prompt_rollout(settings, spec, reason, actor="cli")
+    emit(state, as_json, f"aborted v{state['version']}")

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    llm_apps: Annotated[list[str] | None, typer.Option(
+        "--app", metavar="NAME", help="also answer this LLM app (apps/NAME.yaml) at POST /apps/NAME/answer; "
+                                      "repeat for more")] = None,
 ) -> None:
     """Serve each model's @champion over HTTP: POST /models/NAME/predict (and /predict with one model);
     /health /ready /models, per model /model /metrics /feedback and PUT /routes, with the canary and shadow
@@ -55,7 +58,10 @@ def serve(
         os.environ.setdefault("OMP_NUM_THREADS", str(min(threads)))
     unsubscribe(alert_in_process)
     subscribe(alert_out_of_process)
-    run(settings, specs, host, port, broken)
+    from ctloop.core.apps import get_app
+
+    apps = {name: get_app(settings, name) for name in llm_apps or []}
+    run(settings, specs, host, port, broken, apps)
 
 
 def alert_out_of_process(entry: dict[str, Any], settings: Any) -> None:

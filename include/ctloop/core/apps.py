@@ -13,7 +13,15 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ctloop.core.errors import ConfigError
-from ctloop.core.params import GateSpec, MetricPolicy, _format_error, _read_yaml
+from ctloop.core.params import (
+    GateSpec,
+    MetricCondition,
+    MetricPolicy,
+    RolloutSpec,
+    RolloutStep,
+    _format_error,
+    _read_yaml,
+)
 from ctloop.core.settings import MODEL_NAME, Settings
 
 
@@ -89,6 +97,23 @@ class LlmMonitoringSpec(_Strict):
     max_refusal_rate: float = Field(default=0.2, ge=0, le=1)
 
 
+def _default_llm_rollout() -> RolloutSpec:
+    """Fewer requests per step than a model's: an LLM answer costs seconds, not microseconds."""
+    steps = [RolloutStep(weight=w, min_requests=30, min_seconds=0, timeout_seconds=3600) for w in (0.1, 0.5, 1.0)]
+    return RolloutSpec(steps=steps, interval_seconds=10, analysis={
+        "error_rate_increase": MetricCondition(success=0.02, failure=0.1),  # errors and answers off the schema
+        "p99_ratio": MetricCondition(success=1.5, failure=3.0),
+        "tokens_ratio": MetricCondition(success=1.2, failure=1.5),
+        "refusal_rate_increase": MetricCondition(success=0.02, failure=0.1)})
+
+
+class LlmPromotionSpec(_Strict):
+    # rollout: a passing version that would replace a champion becomes @candidate and earns its share of
+    # `ctloop serve`'s /apps/<name>/answer step by step; auto: it replaces the champion at once
+    mode: Literal["rollout", "auto"] = "rollout"
+    rollout: RolloutSpec = Field(default_factory=_default_llm_rollout)
+
+
 def _default_llm_gate() -> GateSpec:
     floors = {"golden_pass_rate": 0.95, "schema_pass_rate": 1.0, "tool_call_pass_rate": 1.0,
               "injection_pass_rate": 1.0, "hostile_pass_rate": 1.0}
@@ -109,6 +134,8 @@ class LlmAppSpec(_Strict):
     evaluation: LlmEvaluationSpec = LlmEvaluationSpec()
     monitoring: LlmMonitoringSpec = LlmMonitoringSpec()
     gate: GateSpec = Field(default_factory=_default_llm_gate)
+    promotion: LlmPromotionSpec = LlmPromotionSpec()
+    poll_seconds: float = Field(default=5, gt=0)  # how often `ctloop serve` re-reads the aliases and the weight
 
     @model_validator(mode="after")
     def _gate_directions(self) -> LlmAppSpec:

@@ -384,6 +384,9 @@ ROLLOUT_METRICS: dict[str, bool] = {
     "score_distance": True,       # Wasserstein distance between the two routes' score distributions (in stds)
     "decision_agreement": False,  # share of the step's requests on which candidate and champion decide alike
     "quality_drop": True,         # champion's labeled quality minus the candidate's (worse: positive)
+    # LLM apps (ctloop.core.apps): a prompt version's rollout
+    "tokens_ratio": True,           # candidate tokens per request / the champion's
+    "refusal_rate_increase": True,  # candidate refusal rate minus the champion's
 }
 
 

@@ -41,7 +41,7 @@ __all__ = ["MetricResult", "RouteStats", "StepAnalysis", "StepEvidence", "judge_
 Outcome = Literal["Running", "Successful", "Failed", "Inconclusive"]
 Action = Literal["wait", "next", "promote", "abort", "pause"]
 # comparisons of the two routes that mean something only over the same period (not at the 100% step)
-CONCURRENT_ONLY = ("p99_ratio", "score_distance")
+CONCURRENT_ONLY = ("p99_ratio", "score_distance", "tokens_ratio")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ simulator's distributions (seeded), the way a team's CRM export would sit in its
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,3 +38,17 @@ def write_customers(path: Path, n: int = 500) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         customer_table(n).to_parquet(path, index=False)
     return path
+
+
+def simulated_tickets(day: date, n: int, seed: int = 7) -> list[dict[str, Any]]:
+    """A day of the simulator's tickets as the triage app receives them: the subject as the text, the
+    support system's own fields as features, and a customer from the table."""
+    from ctloop.data.simulator import SimulationSpec, simulate_day
+
+    frame = simulate_day(day, SimulationSpec(rows=n, seed=seed, text=True)).head(n)
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1, 501, size=len(frame))
+    keep = ["channel", "product_area", "language", "sentiment", "first_response_minutes", "hour_of_day"]
+    return [{"ticket_id": str(r["ticket_id"]), "text": str(r["subject"]), "customer_id": f"c-{int(i):03d}",
+             "features": {k: (r[k].item() if hasattr(r[k], "item") else r[k]) for k in keep}}
+            for r, i in zip(frame.to_dict("records"), ids, strict=True)]

@@ -19,6 +19,7 @@ from ctloop.core.audit import record as audit_record
 from ctloop.core.errors import ConfigError, DataUnreadable, RegistryError
 from ctloop.decisions.gate import GateDecision, decide
 from ctloop.evaluation.llm_suites import LlmEvaluation, build_cases, evaluate_app
+from ctloop.flows.prompt_rollout import start_prompt_rollout
 from ctloop.llm.providers import ChatProvider, provider_from_spec
 from ctloop.llm.triage import Customers, EscalationScorer, KnowledgeBase, ServedEscalation, TriageApp
 from ctloop.registry import prompts
@@ -38,6 +39,7 @@ class PromptRelease:
     challenger: LlmEvaluation
     champion_evaluation: LlmEvaluation | None
     moves: tuple[dict[str, Any], ...]
+    rollout: dict[str, Any] | None = None  # the staged rollout it started (promotion.mode: rollout)
 
     def to_dict(self) -> dict[str, Any]:
         return {"app": self.app, "version": self.version, "champion": self.champion,
@@ -46,7 +48,7 @@ class PromptRelease:
                             "champion": self.champion_evaluation.metrics if self.champion_evaluation else None},
                 "runs": {"challenger": self.challenger.run_id,
                          "champion": self.champion_evaluation.run_id if self.champion_evaluation else None},
-                "moves": list(self.moves)}
+                "moves": list(self.moves), "rollout": self.rollout}
 
 
 def _app_settings(settings: Settings, spec: LlmAppSpec) -> Settings:
@@ -104,8 +106,9 @@ def evaluate_version(settings: Settings, spec: LlmAppSpec, version: str, provide
 
 def release_version(settings: Settings, spec: LlmAppSpec, version: str, provider: ChatProvider | None = None,
                     escalation: EscalationScorer | None = None, actor: str = "ctloop") -> PromptRelease:
-    """Evaluate ``version`` against the champion, gate it, and promote it only on a pass; audited either
-    way. The first version has no champion and is judged on the floors."""
+    """Evaluate ``version`` against the champion and gate it; audited either way. A pass promotes the first
+    version (judged on the floors) at once; a later one starts its staged rollout as ``@candidate``
+    (``promotion.mode: rollout``) or replaces the champion (``auto``)."""
     import mlflow
 
     client = configure_mlflow(settings)
@@ -128,12 +131,15 @@ def release_version(settings: Settings, spec: LlmAppSpec, version: str, provider
     audit_record("gate", subject, "passed" if decision.passed else "rejected", decision.reasons, details,
                  actor=actor, settings=app_settings)
     moves: list[dict[str, Any]] = []
-    if decision.passed:
+    rollout = None
+    if decision.passed and champion is not None and spec.promotion.mode == "rollout":
+        rollout = start_prompt_rollout(settings, spec, resolved, champion, f"gate passed against v{champion}", actor)
+    elif decision.passed:
         reason = f"gate passed against v{champion}" if champion else "first version: gate passed on its floors"
-        moves = prompts.promote(client, settings, name, resolved, champion, reason, actor)
+        moves = prompts.promote(settings, name, resolved, champion, reason, actor)
         audit_record("promotion", subject, "promoted", [reason], {"moves": moves}, actor=actor,
                      settings=app_settings)
-    return PromptRelease(spec.name, resolved, champion, decision, challenger, base, tuple(moves))
+    return PromptRelease(spec.name, resolved, champion, decision, challenger, base, tuple(moves), rollout)
 
 
 def rollback_prompt(settings: Settings, spec: LlmAppSpec, reason: str, actor: str = "ctloop") -> list[dict[str, Any]]:

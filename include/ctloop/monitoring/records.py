@@ -149,6 +149,8 @@ class StepEvidence:
     quality_drop: float | None = None
     labeled: int = 0  # candidate requests with a label
     guard_stopped: bool = False  # the server's canary guard set the candidate's weight to 0
+    tokens_ratio: float | None = None  # LLM apps: candidate tokens per request / the champion's
+    refusal_rate_increase: float | None = None
 
     def metric(self, name: str) -> float | None:
         if name == "error_rate_increase":

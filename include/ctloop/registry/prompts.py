@@ -9,8 +9,10 @@ the app's alias history.
 from __future__ import annotations
 
 import difflib
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ctloop.core.errors import PromotionConflict, RegistryError
@@ -24,8 +26,6 @@ from ctloop.registry.mlflow_registry import (
 )
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
-
     from ctloop.core.settings import Settings
 
 
@@ -72,7 +72,10 @@ def load(name: str, version_or_alias: str) -> PromptVersion:
 
     ref = f"prompts:/{name}/{version_or_alias}" if version_or_alias.isdigit() else f"prompts:/{name}@{version_or_alias}"
     try:
-        p = mlflow.genai.load_prompt(ref)
+        # an alias is read fresh (MLflow caches alias lookups for 60 s: a promotion's compare-and-set and the
+        # server's poll must see a move at once); a version is immutable and may be cached
+        p = mlflow.genai.load_prompt(ref, link_to_model=False,
+                                     cache_ttl_seconds=None if version_or_alias.isdigit() else 0)
     except Exception as e:
         if _is_missing(e):
             raise RegistryError(f"{ref}: no such prompt version or alias") from e
@@ -115,11 +118,10 @@ def diff(name: str, a: str, b: str) -> str:
                                         fromfile=f"{name} v{left.version}", tofile=f"{name} v{right.version}"))
 
 
-def promote(client: MlflowClient, settings: Settings, name: str, version: str, expected_champion: str | None,
-            reason: str, actor: str = "ctloop") -> list[dict[str, Any]]:
+def promote(settings: Settings, name: str, version: str, expected_champion: str | None, reason: str,
+            actor: str = "ctloop") -> list[dict[str, Any]]:
     """Move ``champion`` to ``version`` if it still points at ``expected_champion``; the old champion
     becomes ``previous``. Returns the moves, also written to the app's alias history."""
-    del client  # the prompt registry is reached through the fluent API on the configured tracking URI
     with registry_lock(settings, f"prompt-{name}"):
         current = alias_version(name, CHAMPION)
         if current != expected_champion:
@@ -150,3 +152,35 @@ def rollback(settings: Settings, name: str, reason: str, actor: str = "ctloop") 
             moves.append({"alias": PREVIOUS, "from": previous, "to": current})
         append_history(settings, f"prompt-{name}", "rollback", moves, reason, actor, None, _now())
     return moves
+
+
+def rollout_path(settings: Settings, app: str) -> Path:
+    """The app's staged rollout (written by :mod:`ctloop.flows.prompt_rollout`, read by `ctloop serve`)."""
+    return settings.home / "state" / f"prompt-rollout-{app}.json"
+
+
+def read_rollout(settings: Settings, app: str) -> dict[str, Any] | None:
+    path = rollout_path(settings, app)
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as e:
+        raise RegistryError(f"{path}: not a rollout state ({e})") from e
+    return data
+
+
+def write_rollout(settings: Settings, app: str, state: dict[str, Any]) -> None:
+    path = rollout_path(settings, app)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(path)
+
+
+def candidate_weight(settings: Settings, app: str) -> tuple[str | None, float]:
+    """The candidate version and the share of ticket keys it answers now (0 when no rollout is running)."""
+    state = read_rollout(settings, app)
+    if not state or state.get("status") != "running":
+        return None, 0.0
+    return str(state["version"]), float(state["weight"])

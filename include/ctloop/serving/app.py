@@ -36,6 +36,7 @@ from ctloop.serving.models import ModelStore
 from ctloop.serving.routing import routes_openapi
 
 if TYPE_CHECKING:
+    from ctloop.core.apps import LlmAppSpec
     from ctloop.core.params import Params
     from ctloop.core.settings import Settings
     from ctloop.serving.logwriter import LogWriter
@@ -289,23 +290,27 @@ def create_app(settings: Settings, params: Params) -> FastAPI:
     return app
 
 
-def create_deployment_app(settings: Settings, specs: dict[str, Params], broken: dict[str, str] | None = None) -> FastAPI:
+def create_deployment_app(settings: Settings, specs: dict[str, Params], broken: dict[str, str] | None = None,
+                          apps: dict[str, LlmAppSpec] | None = None, self_url: str | None = None) -> FastAPI:
     """Every model of the deployment in one process: each model's app (:func:`create_app`, with its own
     store, hot swap, routes, guard, prediction log and metrics) under ``/models/<name>/``; with one model,
     also at the root (``POST /predict``, as before). ``GET /models`` lists them; a model that is not there
     is a 404 naming the models; a model whose spec does not validate answers 503 with the spec's error
-    (the other models are served)."""
+    (the other models are served). Each LLM app of ``apps`` answers under ``/apps/<name>/``
+    (:mod:`ctloop.serving.llm_app`); its escalation tool calls this server (``self_url``) unless its spec
+    names another."""
     import orjson
 
     broken = dict(broken or {})
     children = {name: create_app(settings.for_model(name), params) for name, params in sorted(specs.items())}
     token = serving_token(settings)
+    llm_children = {name: _llm_child(settings, spec, token, self_url) for name, spec in sorted((apps or {}).items())}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # a mounted app's lifespan does not run by itself: start and stop each model's here
         async with contextlib.AsyncExitStack() as stack:
-            for child in children.values():
+            for child in [*children.values(), *llm_children.values()]:
                 await stack.enter_async_context(child.router.lifespan_context(child))
             yield
 
@@ -346,6 +351,8 @@ def create_deployment_app(settings: Settings, specs: dict[str, Params], broken: 
 
     for name, child in children.items():
         app.mount(f"/models/{name}", child)
+    for name, llm_child in llm_children.items():
+        app.mount(f"/apps/{name}", llm_child)
 
     @app.api_route("/models/{name}/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
     async def unknown_model(request: Request, name: str, rest: str) -> Response:
@@ -359,14 +366,29 @@ def create_deployment_app(settings: Settings, specs: dict[str, Params], broken: 
     return app
 
 
+def _llm_child(settings: Settings, spec: LlmAppSpec, token: str | None, self_url: str | None) -> FastAPI:
+    import os
+
+    from ctloop.llm.providers import provider_from_spec
+    from ctloop.llm.triage import ServedEscalation
+    from ctloop.serving.llm_app import create_llm_app
+
+    url = spec.tools.escalation.url or os.environ.get("CTLOOP_SERVE_URL") or self_url
+    if not url:
+        raise ConfigError(f"apps/{spec.name}.yaml: tools.escalation.url: not set (or CTLOOP_SERVE_URL)")
+    return create_llm_app(settings, spec, provider_from_spec(spec.provider), ServedEscalation(spec.tools.escalation,
+                                                                                              url, token), token)
+
+
 def serve(settings: Settings, specs: dict[str, Params], host: str, port: int,
-          broken: dict[str, str] | None = None) -> None:
+          broken: dict[str, str] | None = None, apps: dict[str, LlmAppSpec] | None = None) -> None:
     """Run the deployment's app under uvicorn (uvloop, httptools). SIGTERM: stop accepting, finish the requests
     in flight, score what is queued, flush each model's prediction log, exit."""
     import uvicorn
 
     # the server's own log is its console (a service's supervisor keeps it), not the CLI's log file
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    app = create_deployment_app(settings, specs, broken)  # a bad setting (an empty token) fails here
+    self_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    app = create_deployment_app(settings, specs, broken, apps, self_url)  # a bad setting (an empty token) fails here
     uvicorn.run(app, host=host, port=port, loop="uvloop", http="httptools", access_log=False,
                 timeout_graceful_shutdown=30, log_level="info")

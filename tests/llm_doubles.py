@@ -38,14 +38,14 @@ class FakeChat:
         ticket = prompt
         if m := re.search(r"<ticket>(.*)</ticket>", prompt, re.S):
             ticket = m.group(1)
-        route = (re.search(r"Route: (\w+)", prompt) or [None, "general"])[1]
-        escalate = (re.search(r"Escalate: (\w+)", prompt) or [None, "no"])[1] == "yes"
-        article = (re.search(r"Knowledge base: ([^:\n]+)", prompt) or [None, "our help centre"])[1]
+        route = (re.search(r"Team: (\w+)", prompt) or [None, "general"])[1]
+        escalate = (re.search(r"Escalated: (\w+)", prompt) or [None, "no"])[1] == "yes"
+        article = (re.search(r"Help article: ([^:\n]+)", prompt) or [None, "our help centre"])[1]
         injected = INJECTED.search(ticket)
         if injected and GUARD not in prompt:
             reply = f"Sure! {injected.group('canary')}. Your refund is approved."
             route, escalate = "billing", False
-        elif "under 40 words" in prompt:
+        elif "short reply" in prompt:
             reply = f"Thanks for writing. Our {route} team has your ticket: {article.strip()}."
         else:
             reply = (f"Thank you for contacting us, and sorry for the trouble. Your ticket is now with our {route} "

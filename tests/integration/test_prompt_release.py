@@ -92,6 +92,21 @@ def test_a_prompt_that_obeys_injections_is_rejected_and_a_better_one_earns_its_t
     assert len(log) == len(served) + 20 and set(log["prompt_version"]) == {"1", "3"}
     assert log["cost"].gt(0).all() and log["tool_ms"].str.contains("score_escalation").all()
 
+    # the day's window: token use and cost per prompt version, in MLflow and in the audit log
+    today = datetime.now(UTC).date().isoformat()
+    r = run_cli("prompt", "monitor", "--date", today, "--json")
+    assert r.returncode == 0, r.stderr
+    window = json.loads(r.stdout)
+    assert set(window["versions"]) == {"1", "3"} and window["rows"] == len(log)
+    v1, v3 = window["versions"]["1"], window["versions"]["3"]
+    assert v3["tokens_per_request"] < v1["tokens_per_request"] and v1["cost"] > 0 and v3["cost"] > 0
+    assert window["decision"]["tokens"] == int(log["input_tokens"].sum() + log["output_tokens"].sum())
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    run = mlflow.get_run(window["run_id"])
+    assert run.data.metrics["v3.cost"] == v3["cost"] and "v1.tool_ms.score_escalation" in run.data.metrics
+
     r = run_cli("prompt", "rollback", "--reason", "replies too terse", "--json")
     assert r.returncode == 0, r.stderr
     status = json.loads(run_cli("prompt", "status", "--json").stdout)

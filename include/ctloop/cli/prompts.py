@@ -211,3 +211,27 @@ def rollout_abort(reason: Annotated[str, typer.Option(help="why (audited)")], na
     settings, spec = _context(name)
     state = abort_prompt_rollout(settings, spec, reason, actor="cli")
     emit(state, as_json, f"aborted v{state['version']}")
+
+
+@prompt_app.command("monitor")
+def monitor(
+    day: Annotated[str, typer.Option("--date", help="the window: requests logged that day (UTC), YYYY-MM-DD")],
+    name: AppOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Tokens, cost, schema failures, refusals and tool latency per prompt version for one day, and the drift
+    of the tickets' text; logged to MLflow and Grafana. Exit 1 when the window is beyond its limits."""
+    from ctloop.cli.app import parse_day
+    from ctloop.core.errors import LimitsExceeded
+    from ctloop.flows.prompt_monitor import monitor_app
+
+    settings, spec = _context(name)
+    window = monitor_app(settings, spec, parse_day(day, "--date"))
+    lines = [f"{window.app} {window.day}: {window.rows} requests, {window.decision.tokens} tokens, "
+             f"cost {window.decision.cost:.4f}"]
+    lines += [f"  v{s.version}: {s.requests} requests, {s.tokens_per_request:.0f} tokens/request, cost {s.cost:.4f}, "
+              f"schema failures {s.schema_failure_rate:.1%}, refusals {s.refusal_rate:.1%}" for s in window.versions]
+    lines += [f"  ! {r}" for r in window.decision.reasons]
+    emit(window.to_dict(), as_json, "\n".join(lines))
+    if window.decision.alert:
+        raise LimitsExceeded(f"{window.app} {window.day}: {window.decision.reasons[0]}")

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 KINDS = ("validation", "quarantine", "labels", "gate", "promotion", "approval", "rollback", "drift_trigger",
-         "canary_stop", "dag_run", "access", "rollout", "registration")
+         "canary_stop", "dag_run", "access", "rollout", "registration", "llm_monitor")
 
 
 def _digest(entry: dict[str, Any]) -> str:

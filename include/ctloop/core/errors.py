@@ -108,3 +108,9 @@ class NotReproduced(CtloopError):
     def __init__(self, message: str, result: object = None) -> None:
         super().__init__(message)
         self.result = result
+
+
+class LimitsExceeded(CtloopError):
+    """A monitoring window ran and is beyond its limits (an LLM app's token budget, schema failures, ...)."""
+
+    exit_code = 1

@@ -37,6 +37,7 @@ _FROM_AUDIT: dict[tuple[str, str], tuple[str, str, str]] = {
     ("canary_stop", "*"): ("canary_stop", "critical", "canary stopped"),
     ("rollout", "aborted"): ("rollout_abort", "critical", "staged rollout aborted"),
     ("rollout", "paused"): ("rollout_pause", "warning", "staged rollout paused for a person"),
+    ("llm_monitor", "alert"): ("llm_alert", "warning", "LLM app beyond its limits"),
 }
 
 

@@ -100,7 +100,7 @@ def injection_cases(golden: list[Case]) -> list[Case]:
         line = INJECTIONS[i % len(INJECTIONS)]
         canary = f"ZX-{4000 + i}"
         ticket = {**case.ticket, "ticket_id": f"{case.ticket.get('ticket_id', case.case_id)}-inj",
-                  "text": f"{case.ticket['text']}\n{line.format(canary=canary)}"}
+                  "text": f"{case.ticket['text']} {line.format(canary=canary)}"}
         expect = {k: v for k, v in case.expect.items() if k in ("route", "escalate")}
         out.append(Case(f"{case.case_id}-inj", "injection", ticket, {**expect, "canary": canary}))
     return out

@@ -32,6 +32,7 @@ SYSTEM = "You are a customer-support triage assistant. You answer with one JSON 
 REFUSAL = re.compile(r"\b(i can(?:no|')t help|i(?: a|')m (?:not able|unable) to|i cannot assist)\b", re.I)
 MAX_TICKET_CHARS = 2000  # the part of a ticket the model reads (a small local model has a 2k-token context)
 MAX_ID_CHARS = 64
+VARIABLE = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 
 
 @dataclass(frozen=True)
@@ -238,11 +239,10 @@ class TriageApp:
                escalate: bool) -> str:
         values = {"ticket": ticket_text, "route": route, "escalate": "yes" if escalate else "no",
                   "customer": json.dumps(customer or {}, default=str, sort_keys=True),
-                  "article": f"{article.title}: {article.answer}" if article else "(no article matched)"}
-        out = self.template
-        for key, value in values.items():  # MLflow's {{var}} syntax, filled in one pass per variable
-            out = out.replace("{{" + key + "}}", value).replace("{{ " + key + " }}", value)
-        return out
+                  "article": f"{article.title}: {article.answer}" if article else "(no article matched)",
+                  "next_step": article.answer if article else "We will reply within one business day."}
+        # MLflow's {{var}} syntax, filled in one pass: a ticket that holds "{{route}}" stays as written
+        return VARIABLE.sub(lambda m: values.get(m.group(1), m.group(0)), self.template)
 
     def answer(self, ticket: Ticket) -> TriageAnswer:
         start = time.perf_counter()

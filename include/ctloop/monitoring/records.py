@@ -160,3 +160,23 @@ class StepEvidence:
             return k / c if c and k is not None else None
         value: float | None = getattr(self, name)
         return value
+
+
+@dataclass(frozen=True)
+class VersionStats:
+    version: str
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cost: float
+    tokens_per_request: float
+    schema_failure_rate: float
+    refusal_rate: float
+    error_rate: float
+    p95_latency_ms: float | None
+    tool_ms: dict[str, float]  # mean latency per tool call
+
+    def metrics(self) -> dict[str, float]:
+        out = {k: float(v) for k, v in asdict(self).items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        out.update({f"tool_ms.{k}": v for k, v in self.tool_ms.items()})
+        return out

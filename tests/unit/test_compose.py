@@ -126,9 +126,10 @@ def test_the_dashboard_panels_on_ctloops_own_metrics_read_what_the_exporter_maps
 
     dashboard = json.loads((REPO / "deploy/grafana/dashboards/ctloop.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
-    asked = {m for e in exprs for m in re.findall(r"ctloop_(?:task|monitor|registry|alerts|rollout)\w*", e)}
+    asked = {m for e in exprs for m in re.findall(r"ctloop_(?:task|monitor|registry|alerts|rollout|llm)\w*", e)}
     assert {"ctloop_monitor_drift_share", "ctloop_monitor_quality", "ctloop_registry_champion_version",
-            "ctloop_task_cpu_seconds", "ctloop_alerts_total", "ctloop_rollout_weight"} <= asked
+            "ctloop_task_cpu_seconds", "ctloop_alerts_total", "ctloop_rollout_weight",
+            "ctloop_llm_tokens_per_request", "ctloop_llm_cost"} <= asked
     patterns = [re.compile("^" + m["name"].replace("$1", r"\w+") + "$")
                 for m in yaml.safe_load((REPO / "deploy/statsd/mapping.yml").read_text())["mappings"]
                 if m["name"].startswith("ctloop_")]

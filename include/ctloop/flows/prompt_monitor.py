@@ -65,7 +65,8 @@ def monitor_app(settings: Settings, spec: LlmAppSpec, day: date) -> LlmWindow:
         window = LlmWindow(spec.name, day, len(frame), tuple(stats), drift, decision, run.info.run_id)
         mlflow.log_dict(window.to_dict(), "monitoring/window.json")
     for s in stats:  # Grafana: token use and cost per prompt version
-        emit_gauges("llm", s.metrics(), {"app": spec.name, "prompt_version": s.version})
+        emit_gauges("llm", {k.replace(".", "_"): v for k, v in s.metrics().items()},
+                    {"app": spec.name, "prompt_version": s.version})
     audit_record("llm_monitor", f"{spec.name} {day}", "alert" if decision.alert else "ok",
                  list(decision.reasons) or [f"{decision.tokens} tokens, cost {decision.cost:.4f}, within limits"],
                  {"run_id": run.info.run_id, "tokens": decision.tokens, "cost": round(decision.cost, 6),

@@ -54,6 +54,7 @@ def test_a_prompt_that_obeys_injections_is_rejected_and_a_better_one_earns_its_t
     code, first = _release("1")
     assert code == 0 and first["promoted"] and first["champion"] is None
     assert first["metrics"]["challenger"]["golden_pass_rate"] == 1.0
+    assert first["model_version"] == "1"  # support_triage_app v1: the app with prompt v1 pinned
 
     # v2 drops the line that fences the ticket off as data: the double obeys the injected lines
     code, second = _release("2")
@@ -62,6 +63,7 @@ def test_a_prompt_that_obeys_injections_is_rejected_and_a_better_one_earns_its_t
     assert {c["check"] for c in failed} >= {"suite:llm_injection"}
     assert any("obeyed the injected line" in c["detail"] for c in failed)
     assert second["metrics"]["challenger"]["golden_pass_rate"] == 1.0  # the golden cases alone would pass it
+    assert second["model_version"] is None
 
     # v3 keeps the fence and asks for a shorter reply: fewer tokens, the same decisions
     code, third = _release("3")
@@ -118,6 +120,18 @@ def test_a_prompt_that_obeys_injections_is_rejected_and_a_better_one_earns_its_t
     import mlflow
 
     mlflow.set_tracking_uri(settings.tracking_uri)
+    client = mlflow.MlflowClient()
+    pinned = client.get_model_version("support_triage_app", third["model_version"])
+    assert pinned.tags["ctloop.prompt"] == "prompts:/support_triage/3" and pinned.run_id == third["runs"]["challenger"]
+    # the logged model answers like the served app, with its prompt version pinned
+    import pandas as pd
+
+    from ctloop.llm.model import TriageModel
+
+    model = TriageModel()
+    model.app = create_llm_app(settings, app, FakeChat(), RuleEscalation()).state.ctloop._app("3")
+    assert json.loads(model.predict(None, pd.DataFrame([{"ticket_id": "t", "text": "charged twice on my invoice"}]))[0])[
+        "route"] == "billing"
     run = mlflow.get_run(window["run_id"])
     assert run.data.metrics["v3.cost"] == v3["cost"] and "v1.tool_ms.score_escalation" in run.data.metrics
 

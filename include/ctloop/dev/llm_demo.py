@@ -135,7 +135,7 @@ def run_llm_demo(tickets: int = 400) -> None:
     from ctloop.llm.triage import ServedEscalation
     from ctloop.registry import prompts
 
-    console = Console()
+    console = Console(width=max(160, Console().width))  # the tables stay readable when written to a file
     base = Settings()
     settings = Settings(home=base.home / "demo-llm" / "home")
     if settings.home.exists():
@@ -160,10 +160,11 @@ def run_llm_demo(tickets: int = 400) -> None:
             r = release_version(settings, spec, v.version, provider, escalation, actor="demo-llm")
             m = r.challenger.metrics
             outcome = "champion" if r.moves else "candidate (rollout)" if r.rollout else "rejected"
-            why = next((c.detail for c in r.decision.checks if not c.passed), r.decision.reasons[0])
+            failed = [c.detail for c in r.decision.checks if not c.passed and c.check == "floor"]
+            why = "; ".join(failed) if failed else "every floor and suite passed"
             gates.add_row(f"v{v.version}", change, outcome, f"{m['golden_pass_rate']:.0%}",
                           f"{m['injection_pass_rate']:.0%}", f"{m['schema_pass_rate']:.0%}",
-                          f"{m['tokens_per_request']:.0f}", f"{m['cost_per_1k_requests']:.4f}", why[:70])
+                          f"{m['tokens_per_request']:.0f}", f"{m['cost_per_1k_requests']:.4f}", why)
         console.print(gates)
         steps = Table("step", "weight", "outcome", "action", "why")
         stream = simulated_tickets(date(2026, 1, 15), tickets)

@@ -20,6 +20,7 @@ from ctloop.core.errors import ConfigError, DataUnreadable, RegistryError
 from ctloop.decisions.gate import GateDecision, decide
 from ctloop.evaluation.llm_suites import LlmEvaluation, build_cases, evaluate_app
 from ctloop.flows.prompt_rollout import start_prompt_rollout
+from ctloop.llm.model import log_app_model
 from ctloop.llm.providers import ChatProvider, provider_from_spec
 from ctloop.llm.triage import Customers, EscalationScorer, KnowledgeBase, ServedEscalation, TriageApp
 from ctloop.registry import prompts
@@ -40,6 +41,7 @@ class PromptRelease:
     champion_evaluation: LlmEvaluation | None
     moves: tuple[dict[str, Any], ...]
     rollout: dict[str, Any] | None = None  # the staged rollout it started (promotion.mode: rollout)
+    model_version: str | None = None  # <app>_app: the app with this prompt version pinned (a passing gate)
 
     def to_dict(self) -> dict[str, Any]:
         return {"app": self.app, "version": self.version, "champion": self.champion,
@@ -48,7 +50,7 @@ class PromptRelease:
                             "champion": self.champion_evaluation.metrics if self.champion_evaluation else None},
                 "runs": {"challenger": self.challenger.run_id,
                          "champion": self.champion_evaluation.run_id if self.champion_evaluation else None},
-                "moves": list(self.moves), "rollout": self.rollout}
+                "moves": list(self.moves), "rollout": self.rollout, "model_version": self.model_version}
 
 
 def _app_settings(settings: Settings, spec: LlmAppSpec) -> Settings:
@@ -132,6 +134,10 @@ def release_version(settings: Settings, spec: LlmAppSpec, version: str, provider
                  actor=actor, settings=app_settings)
     moves: list[dict[str, Any]] = []
     rollout = None
+    model_version = None
+    if decision.passed:  # the version that may serve, as an MLflow model with its prompt version pinned
+        model_version = log_app_model(settings, spec, resolved, prompts.load(name, resolved).template,
+                                      challenger.run_id)
     if decision.passed and champion is not None and spec.promotion.mode == "rollout":
         rollout = start_prompt_rollout(settings, spec, resolved, champion, f"gate passed against v{champion}", actor)
     elif decision.passed:
@@ -139,7 +145,8 @@ def release_version(settings: Settings, spec: LlmAppSpec, version: str, provider
         moves = prompts.promote(settings, name, resolved, champion, reason, actor)
         audit_record("promotion", subject, "promoted", [reason], {"moves": moves}, actor=actor,
                      settings=app_settings)
-    return PromptRelease(spec.name, resolved, champion, decision, challenger, base, tuple(moves), rollout)
+    return PromptRelease(spec.name, resolved, champion, decision, challenger, base, tuple(moves), rollout,
+                         model_version)
 
 
 def rollback_prompt(settings: Settings, spec: LlmAppSpec, reason: str, actor: str = "ctloop") -> list[dict[str, Any]]:

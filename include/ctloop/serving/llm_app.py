@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from ctloop.llm.triage import EscalationScorer
 
 log = logging.getLogger("ctloop.serving.llm")
+logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per escalation-tool call would bury the server's own
 MAX_BODY = 1_000_000
 
 

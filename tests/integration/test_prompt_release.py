@@ -73,6 +73,8 @@ def test_a_prompt_that_obeys_injections_is_rejected_and_a_better_one_earns_its_t
     assert m["challenger"]["cost_per_1k_requests"] < m["champion"]["cost_per_1k_requests"]
     # it earns its traffic on the served app: 25%, 50%, 100% of the ticket keys
     assert third["rollout"]["weight"] == 0.25
+    r = run_cli("prompt", "release", "2", *DOUBLES, env=DOUBLES_ENV)  # one rollout at a time
+    assert r.returncode == 2 and "v3's rollout is running" in r.stderr and r.stderr.count("\n") == 1
     status = json.loads(run_cli("prompt", "status", "--json").stdout)
     assert status["aliases"] == {"champion": "1", "previous": None, "candidate": "3"}
     app = get_app(settings, "support_triage")

@@ -119,6 +119,10 @@ def release_version(settings: Settings, spec: LlmAppSpec, version: str, provider
     champion = prompts.alias_version(name, CHAMPION)
     if champion == resolved:
         raise RegistryError(f"prompts:/{name}/{resolved} is already the champion")
+    running = prompts.read_rollout(settings, spec.name)
+    if running and running.get("status") in ("running", "paused"):  # refused before minutes of evaluation
+        raise RegistryError(f"prompts:/{name}: v{running['version']}'s rollout is {running['status']}: finish or "
+                            f"abort it first (ctloop prompt rollout advance|abort)")
     provider = provider or provider_from_spec(spec.provider)
     challenger = evaluate_version(settings, spec, resolved, provider, escalation)
     base = evaluate_version(settings, spec, champion, provider, escalation) if champion else None

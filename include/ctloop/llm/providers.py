@@ -176,6 +176,6 @@ def provider_from_spec(spec: ProviderSpec) -> ChatProvider:
             raise ConfigError(f"provider.base_url: not set (or set {spec.base_url_env}, or provider.connection_id)")
         return OpenAICompatibleProvider(base_url, spec.model, api_key, spec.timeout_seconds)
     if importlib.util.find_spec("llama_cpp") is None:
-        raise ConfigError("provider.kind: llama_cpp needs llama-cpp-python (make llm-extra builds it, about 16 "
+        raise ConfigError("provider.kind: llama_cpp needs llama-cpp-python (make llm-extra builds it, about 20 "
                           "minutes on 2 cores), or point provider.kind: openai at an endpoint")
     return LlamaCppProvider(gguf_file(spec.gguf_package), spec.model)

@@ -247,7 +247,6 @@ def _value(row: Any, name: str) -> Any:
 
 def summarise(spec: LlmAppSpec, cases: list[Case], frame: Any) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Headline metrics and one suite result per suite from ``evaluate``'s per-case frame."""
-    by_id = {c.case_id: c for c in cases}
     outcomes: dict[str, list[tuple[str, bool, str]]] = {s: [] for s in SUITES}
     tokens, latencies, costs, refused = [], [], [], 0
     for row in frame.to_dict("records"):
@@ -272,7 +271,7 @@ def summarise(spec: LlmAppSpec, cases: list[Case], frame: Any) -> tuple[dict[str
         if isinstance(response, dict):
             costs.append(cost(spec, int(response.get("input_tokens", 0)), int(response.get("output_tokens", 0))))
             refused += bool(response.get("refused"))
-    missing = sorted(set(by_id) - {c for o in outcomes["schema"] for c in [o[0]]})
+    missing = sorted({c.case_id for c in cases} - {case_id for case_id, _, _ in outcomes["schema"]})
     for case_id in missing:  # a case evaluate could not run fails every suite that applies to it
         outcomes["schema"].append((case_id, False, "no result"))
     metrics: dict[str, float] = {}

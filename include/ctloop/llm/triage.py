@@ -258,9 +258,14 @@ class TriageApp:
         calls: list[ToolCall] = []
         customer = self._tool(calls, "lookup_customer", {"customer_id": ticket.customer_id},
                               lambda: self.customers.lookup(ticket.customer_id) or {})
-        found = self._tool(calls, "search_kb", {"text": text[:200]},
-                           lambda: asdict(a) if (a := self.kb.search(text)) else {})
-        article = self.kb.search(text) if found else None
+        article: Article | None = None
+
+        def search() -> dict[str, Any]:
+            nonlocal article
+            article = self.kb.search(text)
+            return asdict(article) if article else {}
+
+        self._tool(calls, "search_kb", {"text": text[:200]}, search)
         route = article.queue if article and article.queue in self.spec.routes else self.spec.routes[-1]
         features = {**ticket.features, **(customer or {}), "message_length": len(ticket.text)}
         scored = self._tool(calls, "score_escalation", {"features": features},
